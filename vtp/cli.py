@@ -1,0 +1,230 @@
+"""The `vtp` command line: one subcommand per stage, each a thin shell over a library function.
+
+Exit codes: 0 success, 2 bad usage or configuration (nothing written), 1 failure at run time.
+Heavy imports (torch, ...) happen inside commands so `--help` and config errors answer instantly.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated, Callable, Optional
+
+import typer
+
+from vtp.config import Config, ConfigError, config_names, load_config, to_dict
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="Pre-train visual tokenizers for generation and study how they scale.")
+config_app = typer.Typer(no_args_is_help=True, help="Inspect the configurations in params.yaml.")
+app.add_typer(config_app, name="config")
+
+ConfigOpt = Annotated[Optional[str], typer.Option("--config", "-c", help="Named configuration in params.yaml "
+                                                  "(`configs:`); default: the base.")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override, e.g. train.steps=100 "
+                                                     "(repeatable; value parsed as YAML).")]
+ParamsOpt = Annotated[Path, typer.Option("--params", help="Parameters file.")]
+
+
+class UsageError(Exception):
+    """Bad usage found by a command before doing work (exit 2)."""
+
+
+def stage(fn: Callable) -> Callable:
+    """Map errors to exit codes: ConfigError/UsageError -> 2 (one line), anything else -> 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from vtp.log import setup_logging
+
+        setup_logging(os.environ.get("VTP_LOG_LEVEL", "INFO"))
+        try:
+            return fn(*args, **kwargs)
+        except (ConfigError, UsageError) as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(130) from None
+        except typer.Exit:
+            raise
+        except Exception as e:  # noqa: BLE001 - the CLI boundary: report, exit 1
+            if os.environ.get("VTP_DEBUG"):
+                traceback.print_exc()
+            typer.echo(f"error: {type(e).__name__}: {e}", err=True)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def resolve(config: str | None, overrides: list[str] | None, params: Path) -> Config:
+    return load_config(config, overrides or [], params)
+
+
+def not_built(what: str, issue: str) -> None:
+    raise UsageError(f"`vtp {what}` is not built yet ({issue} on the roadmap); nothing was run")
+
+
+@config_app.command("show")
+@stage
+def config_show(name: Annotated[str, typer.Argument(help="Configuration name, or 'base'.")] = "base",
+                set_: SetOpt = None, params: ParamsOpt = Path("params.yaml"),
+                as_json: Annotated[bool, typer.Option("--json")] = False):
+    """Print the fully resolved configuration NAME."""
+    import yaml
+
+    cfg = resolve(name, set_, params)
+    data = to_dict(cfg)
+    typer.echo(json.dumps(data, indent=2) if as_json else yaml.safe_dump(data, sort_keys=False).rstrip())
+
+
+@config_app.command("list")
+@stage
+def config_list(params: ParamsOpt = Path("params.yaml")):
+    """List the named configurations."""
+    for name in config_names(params):
+        cfg = resolve(name, None, params)
+        spec = cfg.model.spec()
+        typer.echo(f"{name:16s} size={spec.name} objectives={'+'.join(cfg.loss.enabled)} "
+                   f"E={spec.bottleneck_size(cfg.data.resolution)} steps={cfg.train.steps}")
+
+
+@app.command()
+@stage
+def models(as_json: Annotated[bool, typer.Option("--json")] = False):
+    """List the registered model sizes."""
+    from dataclasses import asdict
+
+    from vtp.models.registry import SIZES
+
+    if as_json:
+        typer.echo(json.dumps({k: asdict(v) for k, v in SIZES.items()}, indent=2))
+        return
+    typer.echo(f"{'name':22s} {'encoder (w/d/h)':16s} {'decoder (w/d/h)':16s} {'patch':>5s} {'d':>4s}  extras")
+    for name, s in SIZES.items():
+        e, d = s.encoder, s.decoder
+        extras = ",".join(x for x, on in (("kl", s.variational), ("text", s.text), ("dino", s.dino)) if on)
+        typer.echo(f"{name:22s} {f'{e.width}/{e.depth}/{e.heads}':16s} {f'{d.width}/{d.depth}/{d.heads}':16s} "
+                   f"{s.patch:5d} {s.bottleneck_dim:4d}  {extras}")
+
+
+@app.command()
+@stage
+def flops(name: Annotated[str, typer.Argument(help="Registered size name (see `vtp models`).")],
+          resolution: Annotated[int, typer.Option(help="Image side in pixels.")] = 256,
+          as_json: Annotated[bool, typer.Option("--json")] = False):
+    """Measure parameters, MACs and FLOPs (= 2 x MACs, attention included) per image of each component."""
+    from vtp.models.registry import get_spec
+
+    try:
+        spec = get_spec(name)
+    except KeyError as e:
+        raise UsageError(str(e.args[0])) from None
+    if resolution % spec.patch:
+        raise UsageError(f"--resolution {resolution}: must be a multiple of the patch size {spec.patch}")
+    from vtp.models.flops import measure
+
+    report = measure(spec, resolution)
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    typer.echo(f"{report['name']} @ {resolution}px ({report['convention']})")
+    for comp, r in {**report["components"], "total": report["total"]}.items():
+        typer.echo(f"  {comp:12s} params {r['params'] / 1e6:9.2f}M  MACs {r['macs'] / 1e9:9.3f}G  "
+                   f"FLOPs {r['flops'] / 1e9:9.3f}G")
+
+
+@app.command()
+@stage
+def ingest(source: Annotated[str, typer.Option(help="synthetic | folder | pairs | shards")] = "synthetic",
+           path: Annotated[Optional[Path], typer.Option(help="Input: image folder, pairs file "
+                                                        "(JSONL/CSV/Parquet) or shard folder.")] = None,
+           out: Annotated[Optional[Path], typer.Option(help="Output root (default: data.root).")] = None,
+           name: Annotated[Optional[str], typer.Option(help="Dataset name (default: data.dataset).")] = None,
+           resolution: Annotated[Optional[int], typer.Option(help="Side in px (default: data.resolution).")] = None,
+           workers: Annotated[int, typer.Option(help="Parallel worker processes.")] = 2,
+           strict: Annotated[bool, typer.Option(help="Exit 1 if any input was skipped.")] = False,
+           config: ConfigOpt = None, set_: SetOpt = None, params: ParamsOpt = Path("params.yaml")):
+    """Ingest images (and captions, labels) into WebDataset shards + manifest.json."""
+    cfg = resolve(config, set_, params)
+    from vtp.data.ingest import SOURCES, ingest as run_ingest
+
+    if source not in SOURCES:
+        raise UsageError(f"--source {source!r}: allowed: {', '.join(SOURCES)}")
+    if source != "synthetic" and path is None:
+        raise UsageError(f"--source {source} needs --path")
+    if path is not None and not path.exists():
+        raise UsageError(f"--path {path}: does not exist")
+    manifest = run_ingest(source=source, path=path, out=out or Path(cfg.data.root), name=name or cfg.data.dataset,
+                          resolution=resolution or cfg.data.resolution, workers=workers, strict=strict, cfg=cfg)
+    if strict and manifest["skipped_count"]:
+        raise SystemExit(1)
+
+
+@app.command()
+@stage
+def pretrain(config: ConfigOpt = None, set_: SetOpt = None, params: ParamsOpt = Path("params.yaml"),
+             stage_: Annotated[str, typer.Option("--stage", help="pretrain | decoder-gan")] = "pretrain",
+             fresh: Annotated[bool, typer.Option(help="Ignore existing checkpoints (default: resume).")] = False):
+    """Pre-train the tokenizer (stage 1) or fine-tune its decoder with a GAN (stage 2). Resumes by default."""
+    cfg = resolve(config, set_, params)
+    if stage_ not in ("pretrain", "decoder-gan"):
+        raise UsageError(f"--stage {stage_!r}: allowed: pretrain, decoder-gan")
+    from vtp.train.pretrain import run_pretrain
+
+    run_pretrain(cfg, stage=stage_, resume=not fresh)
+
+
+@app.command()
+@stage
+def evaluate(config: ConfigOpt = None, set_: SetOpt = None, params: ParamsOpt = Path("params.yaml"),
+             tokenizer: Annotated[Optional[Path], typer.Option(help="Tokenizer directory (default: "
+                                                               "runs/<cfg>/tokenizer).")] = None):
+    """Evaluate reconstruction and understanding; writes runs/<cfg>/eval/metrics.json and grids."""
+    cfg = resolve(config, set_, params)
+    from vtp.eval.evaluate import run_evaluate
+
+    run_evaluate(cfg, tokenizer_dir=tokenizer)
+
+
+@app.command()
+@stage
+def latents(config: ConfigOpt = None, set_: SetOpt = None, params: ParamsOpt = Path("params.yaml")):
+    """Encode the dataset into latent shards with channel statistics (for DiT training)."""
+    resolve(config, set_, params)
+    not_built("latents", "latents and DiT")
+
+
+@app.command("train-dit")
+@stage
+def train_dit(config: ConfigOpt = None, set_: SetOpt = None, params: ParamsOpt = Path("params.yaml")):
+    """Train a DiT on the tokenizer's latents."""
+    resolve(config, set_, params)
+    not_built("train-dit", "latents and DiT")
+
+
+@app.command()
+@stage
+def sample(config: ConfigOpt = None, set_: SetOpt = None, params: ParamsOpt = Path("params.yaml")):
+    """Sample images from a trained DiT through the tokenizer's decoder."""
+    resolve(config, set_, params)
+    not_built("sample", "generation metrics")
+
+
+@app.command()
+@stage
+def report(params: ParamsOpt = Path("params.yaml")):
+    """Collect every configuration's metrics into a scaling table and power-law fits."""
+    config_names(params)
+    not_built("report", "the DVC scaling study")
+
+
+def main() -> None:  # console-script entry point
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

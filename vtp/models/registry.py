@@ -1,0 +1,145 @@
+"""Named model sizes: pure data, no torch, so configs validate before anything heavy is imported.
+
+A size is a `TokenizerSpec` (encoder, decoder, bottleneck, text tower, DINO head). Modules are built from
+specs in `vtp.models.tokenizer`; nothing here is a class per size.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+
+def swiglu_hidden(width: int, mlp_ratio: float = 4.0, multiple: int = 8) -> int:
+    """DINOv3/VTP rule: a SwiGLU with 2/3 of the MLP's hidden width, rounded up to `multiple`."""
+    hidden = int(width * mlp_ratio * 2 / 3)
+    return multiple * math.ceil(hidden / multiple)
+
+
+@dataclass(frozen=True)
+class ViTSpec:
+    width: int
+    depth: int
+    heads: int
+    mlp_ratio: float = 4.0
+    # DINOv3/VTP shrink a gated MLP to 2/3 of mlp_ratio*width (rounded up to 8); ViTok uses int(width*ratio).
+    glu_two_thirds: bool = True
+    ffn: str = "swiglu"  # swiglu | geglu | mlp
+    norm: str = "rmsnorm"  # rmsnorm | layernorm
+    qkv_bias: bool = True
+    qk_norm: bool = False
+    layerscale: float | None = None  # LayerScale init value; None = off
+    rope_base: float = 100.0
+    registers: int = 0  # extra unrotated prefix tokens (encoder only)
+
+    @property
+    def head_dim(self) -> int:
+        return self.width // self.heads
+
+    @property
+    def mlp_hidden(self) -> int:
+        if self.ffn != "mlp" and self.glu_two_thirds:
+            return swiglu_hidden(self.width, self.mlp_ratio)
+        return int(self.width * self.mlp_ratio)
+
+
+@dataclass(frozen=True)
+class TextSpec:
+    width: int = 768
+    depth: int = 12
+    heads: int = 12
+    context_length: int = 77
+    vocab_size: int = 49408  # OpenAI CLIP BPE, shipped inside open_clip
+
+
+@dataclass(frozen=True)
+class DinoHeadSpec:
+    hidden: int = 2048
+    bottleneck: int = 256
+    prototypes: int = 65536
+    layers: int = 3
+
+
+@dataclass(frozen=True)
+class TokenizerSpec:
+    name: str
+    encoder: ViTSpec
+    decoder: ViTSpec
+    patch: int = 16
+    bottleneck_dim: int = 64
+    variational: bool = False  # ViTok's diagonal-Gaussian bottleneck (KL); VTP's is deterministic
+    cls_token: bool = True
+    text: TextSpec | None = field(default_factory=TextSpec)
+    clip_dim: int = 768
+    dino: DinoHeadSpec | None = field(default_factory=DinoHeadSpec)
+
+    def latent_shape(self, resolution: int) -> tuple[int, int, int]:
+        side = resolution // self.patch
+        return (self.bottleneck_dim, side, side)
+
+    def bottleneck_size(self, resolution: int) -> int:
+        """ViTok's E = tokens x channels."""
+        c, h, w = self.latent_shape(resolution)
+        return c * h * w
+
+
+def vtp_vit(width: int, depth: int, heads: int, norm: str = "rmsnorm") -> ViTSpec:
+    return ViTSpec(width, depth, heads, norm=norm)
+
+
+def vitok_vit(width: int, depth: int, heads: int) -> ViTSpec:
+    # ViTok Table 1 / released code: LayerNorm, 3-matrix gated MLP with hidden int(2.67*width), no qkv bias,
+    # no CLS token. The code's gate is GELU (GeGLU) although the paper says SwiGLU.
+    return ViTSpec(width, depth, heads, mlp_ratio=2.67, glu_two_thirds=False, norm="layernorm", qkv_bias=False,
+                   rope_base=10000.0)
+
+
+VTP_TOWERS = {"s": (384, 12, 6), "b": (768, 12, 12), "l": (1024, 24, 16)}
+VITOK_TOWERS = {"s": vitok_vit(768, 6, 12), "b": vitok_vit(768, 12, 12), "l": vitok_vit(1152, 24, 16)}
+
+SIZES: dict[str, TokenizerSpec] = {}
+
+
+def register(spec: TokenizerSpec) -> TokenizerSpec:
+    if spec.name in SIZES:
+        raise ValueError(f"model size {spec.name!r} is registered twice")
+    SIZES[spec.name] = spec
+    return spec
+
+
+# VTP (METHOD.md 1.1): symmetric encoder/decoder, RMSNorm encoder, LayerNorm decoder, d=64, p=16.
+for _key, (_w, _d, _h) in VTP_TOWERS.items():
+    register(TokenizerSpec(f"vtp-{_key}-d64", vtp_vit(_w, _d, _h), vtp_vit(_w, _d, _h, norm="layernorm")))
+    # Scaling-study protocol: the same encoder with a 4-block ViT-L pixel decoder (METHOD.md 1.2).
+    register(TokenizerSpec(f"vtp-{_key}-d64-dec4l", vtp_vit(_w, _d, _h), vtp_vit(1024, 4, 16, norm="layernorm")))
+
+# ViTok single towers (encoder = decoder size) and the asymmetric enc-dec/p pairings, c=16 (their best E).
+for _e, _enc in VITOK_TOWERS.items():
+    register(TokenizerSpec(f"vitok-{_e}", _enc, _enc, bottleneck_dim=16, variational=True, cls_token=False,
+                           text=None, dino=None))
+    for _d, _dec in VITOK_TOWERS.items():
+        for _p in (8, 16, 32):
+            register(TokenizerSpec(f"vitok-{_e}-{_d}/{_p}", _enc, _dec, patch=_p, bottleneck_dim=16,
+                                   variational=True, cls_token=False, text=None, dino=None))
+
+# CPU sizes: tests and the demo (32-64 px, patch 4-8, minutes on two cores).
+_CPU_TEXT = TextSpec(width=128, depth=2, heads=4, context_length=32)
+_CPU_DINO = DinoHeadSpec(hidden=256, bottleneck=64, prototypes=1024, layers=3)
+register(TokenizerSpec("tiny", vtp_vit(64, 2, 2), vtp_vit(64, 2, 2, norm="layernorm"), patch=8, bottleneck_dim=8,
+                       text=TextSpec(width=64, depth=1, heads=2, context_length=32), clip_dim=64,
+                       dino=DinoHeadSpec(hidden=64, bottleneck=32, prototypes=128, layers=2)))
+register(TokenizerSpec("vtp-cpu-s", vtp_vit(192, 4, 3), vtp_vit(192, 4, 3, norm="layernorm"), patch=8,
+                       bottleneck_dim=16, text=_CPU_TEXT, clip_dim=128, dino=_CPU_DINO))
+
+
+def get_spec(name: str) -> TokenizerSpec:
+    try:
+        return SIZES[name]
+    except KeyError:
+        raise KeyError(f"unknown model size {name!r}; registered sizes: {', '.join(sorted(SIZES))}") from None
+
+
+def with_overrides(spec: TokenizerSpec, encoder: dict | None = None, decoder: dict | None = None,
+                   **changes) -> TokenizerSpec:
+    """Replace fields of a registered size: `encoder`/`decoder` take ViTSpec fields, the rest TokenizerSpec's."""
+    towers = {k: replace(getattr(spec, k), **v) for k, v in (("encoder", encoder), ("decoder", decoder)) if v}
+    return replace(spec, **towers, **{k: v for k, v in changes.items() if v is not None})
