@@ -37,6 +37,11 @@ class DataConfig(Section):
     shard_size: int = Field(1000, ge=1)
     shuffle_buffer: int = Field(2000, ge=0)
     loader_workers: int = Field(0, ge=0)
+    val_fraction: float = Field(0.05, ge=0.0, lt=1.0)  # folder/pairs/shards sources: split by image hash
+    image_format: Literal["png", "jpg"] = "png"  # how ingest stores images in the shards
+    jpeg_quality: int = Field(95, ge=1, le=100)
+    max_image_pixels: int = Field(89_478_485, ge=1)  # larger inputs are skipped as decompression bombs (PIL's limit)
+    caption_template: str = "a photo of a {label}."  # folder source: caption of an image without a .txt beside it
 
 
 class AugConfig(Section):
@@ -49,6 +54,8 @@ class AugConfig(Section):
     mask_probability: float = Field(0.5, ge=0.0, le=1.0)
     mask_ratio: tuple[float, float] = (0.1, 0.5)
     hflip: bool = True
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)  # aspect-ratio range of RandomResizedCrop-style crops
+    mask_min_block: int = Field(4, ge=1)  # smallest masked block, in patches (DINOv2's min_num_patches)
 
     @model_validator(mode="after")
     def _ranges(self):
@@ -56,6 +63,8 @@ class AugConfig(Section):
             lo, hi = getattr(self, name)
             if not 0.0 <= lo <= hi <= 1.0:
                 raise ValueError(f"{name} = [{lo}, {hi}]: need 0 <= min <= max <= 1")
+        if not 0.0 < self.crop_ratio[0] <= self.crop_ratio[1]:
+            _fail("crop_ratio", list(self.crop_ratio), "need 0 < min <= max")
         return self
 
 
