@@ -46,6 +46,9 @@ def stage(fn: Callable) -> Callable:
         except (ConfigError, UsageError) as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(2) from None
+        except BrokenPipeError:  # e.g. `vtp models | head`: the reader left; nothing went wrong
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(0) from None
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
             raise typer.Exit(130) from None

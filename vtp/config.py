@@ -62,7 +62,7 @@ class AugConfig(Section):
         for name in ("global_crop_scale", "local_crop_scale", "mask_ratio"):
             lo, hi = getattr(self, name)
             if not 0.0 <= lo <= hi <= 1.0:
-                raise ValueError(f"{name} = [{lo}, {hi}]: need 0 <= min <= max <= 1")
+                _fail(name, [lo, hi], "need 0 <= min <= max <= 1")
         if not 0.0 < self.crop_ratio[0] <= self.crop_ratio[1]:
             _fail("crop_ratio", list(self.crop_ratio), "need 0 < min <= max")
         return self
@@ -156,11 +156,11 @@ class TrainConfig(Section):
     @model_validator(mode="after")
     def _schedule(self):
         if self.min_lr > self.lr:
-            raise ValueError(f"min_lr = {self.min_lr}: must not exceed lr = {self.lr}")
+            _fail("min_lr", self.min_lr, f"must not exceed lr = {self.lr}")
         if self.warmup_steps >= self.steps:
-            raise ValueError(f"warmup_steps = {self.warmup_steps}: must be smaller than steps = {self.steps}")
+            _fail("warmup_steps", self.warmup_steps, f"must be smaller than steps = {self.steps}")
         if self.batch_size % self.grad_accum:
-            raise ValueError(f"batch_size = {self.batch_size}: must be a multiple of grad_accum = {self.grad_accum}")
+            _fail("batch_size", self.batch_size, f"must be a multiple of grad_accum = {self.grad_accum}")
         return self
 
 
@@ -206,7 +206,7 @@ class Config(Section):
         r_clip, r_ssl, r_rec = self.loss.batch_ratio
         top = max(r for r, on in zip(self.loss.batch_ratio, (self.loss.clip, self.loss.ssl, self.loss.rec)) if on)
         sizes = {"clip": r_clip, "ssl": r_ssl, "rec": r_rec}
-        return {k: max(1, round(self.train.batch_size * r / top)) for k, r in sizes.items() if getattr(self.loss, k)}
+        return {k: round(self.train.batch_size * r / top) for k, r in sizes.items() if getattr(self.loss, k)}
 
 
 def resolve_spec(model: ModelConfig) -> TokenizerSpec:
@@ -252,9 +252,9 @@ def check_combinations(cfg: Config) -> None:
     if cfg.loss.ssl and (spec.dino is None or not spec.cls_token):
         _fail("loss.ssl", True, f"size {spec.name!r} has no DINO head/CLS token; set loss.ssl: false")
     for k, n in cfg.batch_subsets().items():
-        if n > cfg.train.batch_size:
-            _fail("loss.batch_ratio", list(cfg.loss.batch_ratio),
-                  f"the {k} subset ({n}) is larger than the batch ({cfg.train.batch_size})")
+        if n < 1:
+            _fail("loss.batch_ratio", list(cfg.loss.batch_ratio), f"gives the {k} subset less than one image of "
+                  f"train.batch_size = {cfg.train.batch_size}; raise the batch or that objective's share")
     if cfg.eval.kid_subset_size > cfg.eval.num_samples:
         _fail("eval.kid_subset_size", cfg.eval.kid_subset_size, f"must not exceed eval.num_samples = "
               f"{cfg.eval.num_samples}")
@@ -263,9 +263,9 @@ def check_combinations(cfg: Config) -> None:
 def _format(err: ValidationError, name: str) -> str:
     e = err.errors()[0]
     msg = e["msg"].removeprefix("Value error, ")
-    if msg.startswith("__field__"):  # raised by _fail: already names the field
+    if msg.startswith("__field__"):  # raised by _fail: names the field relative to the failing section
         field, rest = msg[len("__field__"):].split("__", 1)
-        return f"config {name!r}: {field}{rest}"
+        return f"config {name!r}: {'.'.join([*map(str, e['loc']), field])}{rest}"
     loc = ".".join(str(p) for p in e["loc"])
     if e["type"] == "extra_forbidden":
         parent = _section_at(e["loc"][:-1])
