@@ -110,6 +110,7 @@ class LossConfig(Section):
     weight_rec: float = Field(0.1, ge=0)
     lpips_weight: float = Field(1.0, ge=0)  # L_rec = L1 + lpips_weight * LPIPS
     lpips_net: Literal["vgg", "alex"] = "vgg"
+    lpips_weights: str | None = None  # file (safetensors or torchvision .pth); default: vtp.weights' search order
     kl_weight: float = Field(1e-3, ge=0)  # only for a variational (ViTok) bottleneck
     batch_ratio: tuple[float, float, float] = (8, 2, 1)  # clip : ssl : rec subsets of one batch
     dino: DinoLossConfig = DinoLossConfig()
