@@ -6,7 +6,8 @@ specs in `vtp.models.tokenizer`; nothing here is a class per size.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
 
 
 def swiglu_hidden(width: int, mlp_ratio: float = 4.0, multiple: int = 8) -> int:
@@ -88,7 +89,8 @@ def vtp_vit(width: int, depth: int, heads: int, norm: str = "rmsnorm") -> ViTSpe
 
 def vitok_vit(width: int, depth: int, heads: int) -> ViTSpec:
     # ViTok Table 1 / released code: LayerNorm, 3-matrix gated MLP with hidden int(2.67*width), no qkv bias,
-    # no CLS token. The code's gate is GELU (GeGLU) although the paper says SwiGLU.
+    # no CLS token. We follow the paper's SwiGLU; the released code gates with GELU (ffn="geglu", same
+    # parameter and MAC counts). The paper's 3D RoPE is 2D axial here (images are one-frame videos).
     return ViTSpec(width, depth, heads, mlp_ratio=2.67, glu_two_thirds=False, norm="layernorm", qkv_bias=False,
                    rope_base=10000.0)
 
@@ -143,3 +145,23 @@ def with_overrides(spec: TokenizerSpec, encoder: dict | None = None, decoder: di
     """Replace fields of a registered size: `encoder`/`decoder` take ViTSpec fields, the rest TokenizerSpec's."""
     towers = {k: replace(getattr(spec, k), **v) for k, v in (("encoder", encoder), ("decoder", decoder)) if v}
     return replace(spec, **towers, **{k: v for k, v in changes.items() if v is not None})
+
+
+def spec_to_dict(spec: TokenizerSpec) -> dict[str, Any]:
+    """A JSON-ready dict (`config.json` of a saved tokenizer); `spec_from_dict` inverts it."""
+    return asdict(spec)
+
+
+def _build(cls: type, data: dict[str, Any], where: str):
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {unknown}; allowed: {sorted(known)}")
+    return cls(**data)
+
+
+def spec_from_dict(data: dict[str, Any]) -> TokenizerSpec:
+    nested = {"encoder": ViTSpec, "decoder": ViTSpec, "text": TextSpec, "dino": DinoHeadSpec}
+    parts = {k: None if data.get(k) is None else _build(cls, data[k], f"spec.{k}")
+             for k, cls in nested.items() if k in data}
+    return _build(TokenizerSpec, {**data, **parts}, "spec")

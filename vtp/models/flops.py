@@ -1,0 +1,72 @@
+"""Parameters, MACs and FLOPs per image of each tokenizer component, measured on the meta device.
+
+The model is built on `torch.device("meta")` (no memory, any size) and each component's forward runs
+once under `torch.utils.flop_counter.FlopCounterMode`, which counts matmuls, convolutions and attention
+(2 FLOPs per multiply-accumulate); norms, activations and softmax are not counted. ViTok's Table 1
+"GFLOPs" are these MACs (METHOD.md 4.5); VTP's Table 1 uses 2 x params x tokens (attention excluded).
+
+Components (batch of one):
+- encoder:   patch embed + ViT trunk + final norm + bottleneck (mean), one image at `resolution`
+- decoder:   1x1 conv in + ViT blocks + norm + 1x1 conv out (+ pixel shuffle), one latent grid
+- text:      the text tower + projection on one caption of `context_length` tokens
+- clip_head: the image projection on one pooled feature (+ the logit scale parameter)
+- dino_head: the DINO head on ONE token; a training step applies it to the CLS of every crop and to
+             the masked patches, so multiply by the tokens actually projected.
+`total` sums the components (parameters: the whole model).
+"""
+from __future__ import annotations
+
+import copy
+import functools
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from vtp.models.registry import TokenizerSpec
+
+CONVENTION = "flops = 2 x MACs per image, attention included, measured with torch.utils.flop_counter"
+
+
+def _count(modules: list[nn.Module | nn.Parameter | None], run) -> dict[str, int]:
+    params = sum(m.numel() if isinstance(m, nn.Parameter) else sum(p.numel() for p in m.parameters())
+                 for m in modules if m is not None)
+    with FlopCounterMode(display=False) as counter:
+        run()
+    flops = int(counter.get_total_flops())
+    return {"params": params, "macs": flops // 2, "flops": flops}
+
+
+@functools.lru_cache(maxsize=64)
+def _measure(spec: TokenizerSpec, resolution: int) -> dict:
+    from vtp.models.tokenizer import Tokenizer  # torch-heavy; flops is imported lazily by the CLI
+
+    if resolution % spec.patch:
+        raise ValueError(f"resolution: expected a multiple of the patch size {spec.patch}, got {resolution}")
+    with torch.device("meta"):
+        tok = Tokenizer.from_spec(spec).eval()
+        image = torch.zeros(1, 3, resolution, resolution)
+        latent = torch.zeros(1, *spec.latent_shape(resolution))
+        feature = torch.zeros(1, spec.encoder.width)
+    comps = {
+        "encoder": _count([tok.encoder, tok.bottleneck], lambda: tok.encode(image)),
+        "decoder": _count([tok.decoder], lambda: tok.decode(latent)),
+    }
+    if tok.text is not None:
+        tokens = torch.zeros(1, spec.text.context_length, dtype=torch.long, device="meta")
+        comps["text"] = _count([tok.text], lambda: tok.text(tokens))
+        comps["clip_head"] = _count([tok.clip_proj, tok.logit_scale], lambda: tok.clip_proj(feature))
+    if tok.dino_head is not None:
+        comps["dino_head"] = _count([tok.dino_head], lambda: tok.dino_head(feature))
+    total = {k: sum(c[k] for c in comps.values()) for k in ("params", "macs", "flops")}
+    return {"name": spec.name, "resolution": resolution, "convention": CONVENTION, "components": comps,
+            "total": total}
+
+
+@torch.no_grad()
+def measure(spec: TokenizerSpec, resolution: int) -> dict:
+    """{"name", "resolution", "convention", "components": {name: {"params", "macs", "flops"}}, "total"}.
+
+    Semantic heads are measured reading full-width features (bottleneck_ae_only=True, the released VTP).
+    """
+    return copy.deepcopy(_measure(spec, resolution))

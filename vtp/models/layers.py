@@ -1,0 +1,131 @@
+"""ViT building blocks shared by the encoder and the pixel decoder (DINOv3/VTP style, timm layers).
+
+A `ViTStack` is pre-norm blocks + a final norm over tokens `[prefix..., patches...]`. 2D axial RoPE rotates
+only the patch tokens; prefix tokens (CLS, registers) stay unrotated. Stochastic depth is sample-level
+(`sample_drop_residual`), so a dropped sample costs no compute.
+"""
+from __future__ import annotations
+
+from functools import partial
+from typing import Callable
+
+import torch
+from timm.layers import AttentionRope, GluMlp, LayerScale, Mlp, RmsNormFp32, SwiGLUPacked
+from timm.layers.pos_embed_sincos import RotaryEmbeddingDinoV3
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from vtp.models.registry import ViTSpec
+
+NORMS = ("rmsnorm", "layernorm")
+FFNS = ("swiglu", "geglu", "mlp")
+
+
+def make_norm(kind: str, dim: int) -> nn.Module:
+    """RMSNorm runs in fp32 (DINOv3/VTP, eps 1e-5); nn.LayerNorm is already fp32 under autocast."""
+    if kind == "rmsnorm":
+        return RmsNormFp32(dim, eps=1e-5)
+    if kind == "layernorm":
+        return nn.LayerNorm(dim, eps=1e-6)
+    raise ValueError(f"norm: expected one of {NORMS}, got {kind!r}")
+
+
+def make_ffn(spec: ViTSpec) -> nn.Module:
+    if spec.ffn == "swiglu":  # fc1 packs value and gate: its width is twice the hidden width
+        return SwiGLUPacked(spec.width, 2 * spec.mlp_hidden)
+    if spec.ffn == "geglu":
+        return GluMlp(spec.width, 2 * spec.mlp_hidden, act_layer=nn.GELU, gate_last=False)
+    if spec.ffn == "mlp":
+        return Mlp(spec.width, spec.mlp_hidden, act_layer=nn.GELU)
+    raise ValueError(f"ffn: expected one of {FFNS}, got {spec.ffn!r}")
+
+
+def sample_drop_residual(x: torch.Tensor, branch: Callable[[torch.Tensor], torch.Tensor],
+                         rate: float) -> torch.Tensor:
+    """x + branch(x) with sample-level stochastic depth (DINOv2/v3, VTP METHOD.md 1.1).
+
+    The branch runs on a random subset of round(B * (1 - rate)) samples and is added back scaled by
+    B / keep, so the expectation over subsets is x + branch(x). The keep count depends only on B and
+    rate, so every DDP rank does the same amount of work.
+    """
+    b = x.shape[0]
+    keep = max(1, round(b * (1.0 - rate)))
+    if rate <= 0.0 or keep >= b:
+        return x + branch(x)
+    idx = torch.randperm(b, device=x.device)[:keep]
+    return torch.index_add(x, 0, idx, branch(x[idx]).to(x.dtype), alpha=b / keep)
+
+
+class AxialRope(nn.Module):
+    """DINOv3's 2D axial RoPE (timm's port): per-axis coordinates normalised to [-1, 1] ("separate"),
+    head_dim/4 frequencies per axis with periods base^(2i/(head_dim/2)). Tables are cached per grid."""
+
+    def __init__(self, head_dim: int, base: float):
+        super().__init__()
+        if head_dim % 4:
+            raise ValueError(f"2D RoPE: head dim must be a multiple of 4, got {head_dim}")
+        self.rope = RotaryEmbeddingDinoV3(head_dim, temperature=base, normalize_coords="separate",
+                                          rotate_half=True)
+        self._tables: dict[tuple, torch.Tensor] = {}
+
+    def forward(self, grid: tuple[int, int]) -> torch.Tensor:
+        """(h*w, 2*head_dim): [sin | cos] for row-major patch positions of an h x w grid."""
+        key = (grid, self.rope.periods.device)
+        if key not in self._tables:
+            self._tables[key] = self.rope.get_embed(list(grid))
+        return self._tables[key]
+
+
+class Block(nn.Module):
+    """Pre-norm block: x + ls1(attn(norm1(x))), then x + ls2(ffn(norm2(x)))."""
+
+    def __init__(self, spec: ViTSpec, num_prefix: int):
+        super().__init__()
+        self.norm1 = make_norm(spec.norm, spec.width)
+        self.attn = AttentionRope(spec.width, spec.heads, qkv_bias=spec.qkv_bias, num_prefix_tokens=num_prefix,
+                                  qk_norm=spec.qk_norm, norm_layer=partial(RmsNormFp32, eps=1e-5),
+                                  rotate_half=True)
+        self.attn.fused_attn = True  # always F.scaled_dot_product_attention, whatever TIMM_FUSED_ATTN says
+        self.ls1 = LayerScale(spec.width, spec.layerscale) if spec.layerscale else nn.Identity()
+        self.norm2 = make_norm(spec.norm, spec.width)
+        self.mlp = make_ffn(spec)
+        self.ls2 = LayerScale(spec.width, spec.layerscale) if spec.layerscale else nn.Identity()
+
+    def forward(self, x: torch.Tensor, rope: torch.Tensor, drop_rate: float = 0.0) -> torch.Tensor:
+        x = sample_drop_residual(x, lambda t: self.ls1(self.attn(self.norm1(t), rope=rope)), drop_rate)
+        return sample_drop_residual(x, lambda t: self.ls2(self.mlp(self.norm2(t))), drop_rate)
+
+
+class ViTStack(nn.Module):
+    """`depth` blocks sharing one RoPE table, then the final norm. Tokens are (B, num_prefix + h*w, D)."""
+
+    def __init__(self, spec: ViTSpec, num_prefix: int = 0):
+        super().__init__()
+        if spec.width % spec.heads:
+            raise ValueError(f"ViT: heads must divide the width; got width {spec.width}, heads {spec.heads}")
+        self.num_prefix = num_prefix
+        self.rope = AxialRope(spec.head_dim, spec.rope_base)
+        self.blocks = nn.ModuleList(Block(spec, num_prefix) for _ in range(spec.depth))
+        self.norm = make_norm(spec.norm, spec.width)
+        self.grad_checkpointing = False
+
+    def forward(self, x: torch.Tensor, grid: tuple[int, int], drop_rate: float = 0.0) -> torch.Tensor:
+        if x.shape[1] != self.num_prefix + grid[0] * grid[1]:
+            raise ValueError(f"ViT: expected {self.num_prefix} + {grid[0]}x{grid[1]} tokens, got {x.shape[1]}")
+        rope = self.rope(grid)
+        for blk in self.blocks:
+            if self.grad_checkpointing and torch.is_grad_enabled():
+                # Non-reentrant checkpointing replays the RNG, so the drop subsets match on recompute.
+                x = checkpoint(blk, x, rope, drop_rate, use_reentrant=False)
+            else:
+                x = blk(x, rope, drop_rate)
+        return self.norm(x)
+
+
+def init_vit_weights(module: nn.Module) -> None:
+    """Truncated-normal(0.02) Linear weights and zero biases (DINOv2/v3); other layers keep their defaults."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
