@@ -37,6 +37,14 @@ def test_rope_tables_are_cached_per_grid():
     assert rope((2, 2)).shape[0] == 4
 
 
+def test_a_table_first_built_in_inference_mode_still_trains():
+    stack = ViTStack(ViTSpec(width=32, depth=1, heads=2))
+    with torch.inference_mode():
+        stack(torch.randn(1, 4, 32), (2, 2))
+    stack(torch.randn(1, 4, 32), (2, 2)).sum().backward()
+    assert stack.blocks[0].attn.qkv.weight.grad is not None
+
+
 def test_rope_is_relative_within_a_grid():
     """Same q at every position, same k at every position: the score depends only on the offset."""
     h = w = 6

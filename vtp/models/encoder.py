@@ -81,8 +81,9 @@ class LinearBottleneck(nn.Module):
 class GaussianBottleneck(nn.Module):
     """ViTok: Linear(D -> 2d) gives mean and log-variance of a diagonal Gaussian.
 
-    `forward` samples in training mode and returns the mean in eval mode, with the KL to N(0, I) averaged
-    over every latent element (batch, tokens, channels): a scalar. `mode` is the deterministic mean.
+    `forward` samples in training mode and returns the mean in eval mode, with the KL to N(0, I) summed over
+    a sample's latent elements and averaged over the batch (the LDM convention, as `vtp.losses.kl`): a
+    scalar. `mode` is the deterministic mean.
     """
 
     def __init__(self, width: int, dim: int):
@@ -97,7 +98,7 @@ class GaussianBottleneck(nn.Module):
         mean, logvar = self.proj(x).float().chunk(2, dim=-1)
         logvar = logvar.clamp(-30.0, 20.0)  # the usual LDM bounds: keeps exp() finite
         z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean) if self.training else mean
-        kl = 0.5 * (mean.square() + logvar.exp() - 1.0 - logvar).mean()
+        kl = 0.5 * (mean.square() + logvar.exp() - 1.0 - logvar).flatten(1).sum(1).mean()
         return z.to(x.dtype), kl
 
 

@@ -72,7 +72,9 @@ class AxialRope(nn.Module):
         """(h*w, 2*head_dim): [sin | cos] for row-major patch positions of an h x w grid."""
         key = (grid, self.rope.periods.device)
         if key not in self._tables:
-            self._tables[key] = self.rope.get_embed(list(grid))
+            # A table first built under inference_mode would poison later training steps: build a normal one.
+            with torch.inference_mode(False), torch.no_grad():
+                self._tables[key] = self.rope.get_embed(list(grid))
         return self._tables[key]
 
 
