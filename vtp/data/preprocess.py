@@ -25,6 +25,11 @@ class Skip(Exception):
         self.reason, self.detail = reason, detail
 
 
+def _damaged(e: Exception) -> Skip:
+    cut = any(s in str(e).lower() for s in ("truncated", "broken data stream", "unexpected end"))
+    return Skip("truncated" if cut else "corrupt", f"{type(e).__name__}: {e}")
+
+
 def decode(data: bytes, resolution: int, max_pixels: int) -> tuple[Image.Image, bool]:
     """(fully decoded image with EXIF orientation applied, in the file's mode; whether its pixels are exactly the
     file's, i.e. neither rotated nor draft-decoded at reduced scale)."""
@@ -40,7 +45,7 @@ def decode(data: bytes, resolution: int, max_pixels: int) -> tuple[Image.Image, 
         except Image.DecompressionBombError as e:
             raise Skip("decompression_bomb", str(e)) from None
         except (OSError, SyntaxError, ValueError) as e:
-            raise Skip("corrupt", f"{type(e).__name__}: {e}") from None
+            raise _damaged(e) from None
         w, h = img.size
         if w * h > max_pixels:
             raise Skip("decompression_bomb", f"{w}x{h} = {w * h} pixels exceeds data.max_image_pixels = {max_pixels}")
@@ -52,9 +57,8 @@ def decode(data: bytes, resolution: int, max_pixels: int) -> tuple[Image.Image, 
             exact = img.size == (w, h)
         try:
             img.load()
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-            reason = "truncated" if any(s in str(e).lower() for s in ("truncated", "broken data stream")) else "corrupt"
-            raise Skip(reason, f"{type(e).__name__}: {e}") from None
+        except (OSError, SyntaxError, ValueError) as e:
+            raise _damaged(e) from None
         if img.getexif().get(ORIENTATION, 1) not in (None, 1):
             exact = False
             ImageOps.exif_transpose(img, in_place=True)

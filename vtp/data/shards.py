@@ -41,9 +41,12 @@ class _HashingFile:
     """Write-through file wrapper that hashes what passes, so a shard is never read back to checksum it."""
 
     def __init__(self, f: BinaryIO):
-        self.f, self.sha, self.size = f, hashlib.sha256(), 0
+        self.f: BinaryIO | None = f
+        self.sha, self.size = hashlib.sha256(), 0
 
     def write(self, b) -> int:
+        if self.f is None:  # discarded by an abort; tarfile's finaliser may still flush into it
+            return len(b)
         self.sha.update(b)
         self.size += len(b)
         return self.f.write(b)
@@ -94,10 +97,11 @@ class ShardWriter:
 
     def abort(self) -> None:
         """Drop the shard being written (its temporary file); complete shards stay."""
-        if self._tar is not None and self._file is not None:
+        if self._tar is not None and self._file is not None and self._hash is not None:
+            self._hash.f = None
             self._file.close()
             Path(self._file.name).unlink(missing_ok=True)
-            self._tar = self._file = None
+            self._tar = self._file = self._hash = None
 
     def _path(self) -> Path:
         return self.directory / shard_name(self.split, len(self.shards))
