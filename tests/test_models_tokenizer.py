@@ -83,6 +83,14 @@ def test_local_crops_and_stochastic_depth_in_training_mode():
     assert student.encoder.blocks.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
 
 
+def test_registers_are_prefix_tokens_left_out_of_the_outputs():
+    reg = Tokenizer.from_spec(replace(TINY, encoder=replace(TINY.encoder, registers=3)))
+    assert reg.encoder.num_prefix == 4
+    out = reg.trunk(images())
+    assert out["cls"].shape == (2, 64) and out["patches"].shape == (2, 16, 64)
+    assert reg.encode(images()).shape == (2, 8, 4, 4)
+
+
 def test_gaussian_bottleneck_samples_in_training_and_returns_the_mean_in_eval():
     vae = Tokenizer.from_spec(replace(TINY, variational=True, text=None, dino=None))
     x = images()
@@ -178,6 +186,9 @@ def test_ema_teacher_is_a_frozen_copy_and_updates_in_place():
     assert Tokenizer.from_spec(TINY).text is not None and EMATeacher(Tokenizer.from_spec(TINY)).bottleneck is None
     with pytest.raises(ValueError, match=r"momentum: expected a value in \[0, 1\], got 1.5"):
         teacher.update(student, 1.5)
+    wrapped = torch.nn.ModuleDict({"module": student})  # what a DDP wrapper's names look like
+    with pytest.raises(KeyError, match="no student counterpart .* got a ModuleDict"):
+        teacher.update(wrapped, 0.9)
 
 
 def test_grad_checkpointing_gives_the_same_gradients():

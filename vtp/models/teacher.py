@@ -49,8 +49,8 @@ class EMATeacher(nn.Module):
         names = [n for n, _ in self.named_parameters()]
         missing = [n for n in names if n not in student]
         if missing:
-            raise KeyError(f"EMA update: the student has no parameters {missing[:3]}... (pass the bare Tokenizer, "
-                           "not a DDP/FSDP wrapper)")
+            raise KeyError(f"EMA update: {len(missing)} teacher parameters have no student counterpart (first: "
+                           f"{missing[0]!r}); expected the bare Tokenizer, got a {type(tok).__name__}")
         teacher = [p for _, p in self.named_parameters()]
         torch._foreach_mul_(teacher, momentum)
         torch._foreach_add_(teacher, [student[n].detach() for n in names], alpha=1.0 - momentum)
