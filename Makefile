@@ -11,6 +11,7 @@ export HF_HUB_OFFLINE := 1
 export DVC_NO_ANALYTICS := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export TORCH_HOME ?= $(CURDIR)/.weights/torch
+export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: install demo test test-slow test-all bench clean app
 

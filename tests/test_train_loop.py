@@ -1,0 +1,113 @@
+"""The pretraining loop on tiny models: every objective mix trains and writes its outputs; non-finite losses
+stop (or skip) with the step and objective named; checkpoints resume exactly."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from vtp.models.tokenizer import Tokenizer
+from vtp.train.engine import NonFiniteLoss
+from vtp.train.objectives import VTPObjective
+from vtp.train.pretrain import run_pretrain
+from train_utils import tiny_config, tiny_loader
+
+MIXES = {"ae": ["loss.clip=false", "loss.ssl=false"], "clip+ae": ["loss.ssl=false"],
+         "ssl+ae": ["loss.clip=false"], "vtp": []}
+
+
+@pytest.mark.parametrize("mix", MIXES)
+def test_each_objective_mix_trains_and_writes_outputs(tmp_path, mix):
+    cfg = tiny_config(tmp_path, "vtp", *MIXES[mix], "train.checkpoint_every=2", steps=3)
+    metrics = run_pretrain(cfg, resume=False, loader=tiny_loader(cfg))
+    out = cfg.run_dir / "tokenizer"
+    expected = {"ae": {"l1", "lpips"}, "clip+ae": {"clip", "l1"}, "ssl+ae": {"dino", "ibot", "l1"},
+                "vtp": {"clip", "dino", "ibot", "l1", "lpips"}}[mix]
+    assert expected <= metrics.keys()
+    assert all(torch.isfinite(torch.tensor(metrics[k])) for k in expected)
+    assert metrics["step"] == 3 and metrics["flops_per_step"] > 0 and 0 < metrics["mfu"]
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["step"] == 3
+    assert json.loads((out / "run.json").read_text())["status"] == "ok"
+    assert [p.name for p in sorted((out / "checkpoints").iterdir())] == ["step-0000002", "step-0000003"]
+    assert (out / "dvclive" / "metrics.json").exists()
+    tok = Tokenizer.from_pretrained(out)
+    assert tok.encode(torch.zeros(1, 3, 32, 32)).shape == (1, 8, 4, 4)
+
+
+def test_unused_parts_get_no_gradient_and_stay_put(tmp_path):
+    """AE-only: the text tower and DINO head are frozen, so neither AdamW nor weight decay moves them."""
+    cfg = tiny_config(tmp_path, "vtp", *MIXES["ae"], steps=2)
+    run_pretrain(cfg, resume=False, loader=tiny_loader(cfg))
+    torch.manual_seed(cfg.seed)
+    init = Tokenizer.from_spec(cfg.model.spec())
+    trained = Tokenizer.from_pretrained(cfg.run_dir / "tokenizer")
+    for a, b in zip(init.text.parameters(), trained.text.parameters()):
+        assert torch.equal(a, b)
+    assert not torch.equal(init.decoder.state_dict()["proj_out.weight"] if "proj_out.weight" in
+                           init.decoder.state_dict() else next(init.decoder.parameters()),
+                           trained.decoder.state_dict()["proj_out.weight"] if "proj_out.weight" in
+                           trained.decoder.state_dict() else next(trained.decoder.parameters()))
+
+
+def _poison(monkeypatch, at_step: int, term: str = "l1"):
+    calls = {"n": 0}
+    original = VTPObjective.forward
+
+    def forward(self, *args, **kwargs):
+        parts = original(self, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == at_step + 1:
+            parts[term] = parts[term] * float("nan")
+            parts["loss"] = parts["loss"] + parts[term]
+        return parts
+
+    monkeypatch.setattr(VTPObjective, "forward", forward)
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    cfg = tiny_config(tmp_path, "vtp", *MIXES["ae"], "train.checkpoint_every=1", steps=5)
+    _poison(monkeypatch, at_step=2)
+    with pytest.raises(NonFiniteLoss, match=r"non-finite l1 loss at step 2"):
+        run_pretrain(cfg, resume=False, loader=tiny_loader(cfg))
+    ckpts = sorted(p.name for p in (cfg.run_dir / "tokenizer" / "checkpoints").iterdir())
+    assert ckpts[-1] == "step-0000002"
+    weights = load_file(cfg.run_dir / "tokenizer" / "checkpoints" / "step-0000002" / "model.safetensors")
+    assert all(torch.isfinite(t).all() for t in weights.values())
+
+
+def test_non_finite_loss_can_be_skipped_and_counted(tmp_path, monkeypatch):
+    cfg = tiny_config(tmp_path, "vtp", *MIXES["ae"], "train.nan_policy=skip", steps=4)
+    _poison(monkeypatch, at_step=1)
+    metrics = run_pretrain(cfg, resume=False, loader=tiny_loader(cfg))
+    assert metrics["skipped_steps"] == 1 and metrics["step"] == 4
+
+
+def test_resume_after_completed_steps_is_bitwise_equal(tmp_path):
+    """In-process: 4 steps straight vs 2 steps, a fresh process state, then resume to 4."""
+    straight = tiny_config(tmp_path / "a", "vtp", steps=4)
+    run_pretrain(straight, resume=False, loader=tiny_loader(straight))
+    first = tiny_config(tmp_path / "b", "vtp", "train.checkpoint_every=2", steps=4)
+    # Stop after step 2 by making the loader run dry is not how runs die; instead run 2 steps of the same
+    # schedule by resuming from a checkpoint written at step 2 of an identical run.
+    run_pretrain(first, resume=False, loader=tiny_loader(first))
+    ckpt_dir = first.run_dir / "tokenizer" / "checkpoints"
+    for later in sorted(ckpt_dir.iterdir())[1:]:  # keep only step 2: as if the run had died after it
+        import shutil
+        shutil.rmtree(later)
+    run_pretrain(first, resume=True, loader=tiny_loader(first))
+    a = load_file(straight.run_dir / "tokenizer" / "model.safetensors")
+    b = load_file(first.run_dir / "tokenizer" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_changed_configuration_does_not_resume_but_keeps_old_checkpoints(tmp_path):
+    cfg = tiny_config(tmp_path, "vtp", *MIXES["ae"], steps=2)
+    run_pretrain(cfg, resume=False, loader=tiny_loader(cfg))
+    changed = tiny_config(tmp_path, "vtp", *MIXES["ae"], "train.lr=0.002", steps=2)
+    metrics = run_pretrain(changed, resume=True, loader=tiny_loader(changed))
+    assert metrics["step"] == 2
+    stale = list((changed.run_dir / "tokenizer").glob("checkpoints.stale-*"))
+    assert len(stale) == 1 and (stale[0] / "step-0000002" / "model.safetensors").exists()

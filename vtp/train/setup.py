@@ -1,0 +1,77 @@
+"""Turning a model into a trainable one for the run at hand: freezing what no objective uses, activation
+checkpointing, DDP or FSDP2, torch.compile. Shared by every training stage."""
+from __future__ import annotations
+
+import re
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from vtp import dist as vdist
+from vtp.config import Config, LossConfig
+from vtp.config import ConfigError
+
+BLOCK_NAME = re.compile(r"(^|\.)blocks\.\d+$")
+
+
+def local_micro_batch(cfg: Config, world_size: int) -> int:
+    per = world_size * cfg.train.grad_accum
+    if cfg.train.batch_size % per:
+        raise ConfigError(f"train.batch_size = {cfg.train.batch_size}: must be divisible by world size x grad_accum "
+                          f"= {world_size} x {cfg.train.grad_accum}")
+    return cfg.train.batch_size // per
+
+
+def freeze(*modules: nn.Module | nn.Parameter | None) -> None:
+    for m in modules:
+        if isinstance(m, nn.Parameter):
+            m.requires_grad_(False)
+        elif m is not None:
+            m.requires_grad_(False)
+
+
+def freeze_unused(tok: nn.Module, loss: LossConfig) -> None:
+    """Parameters no enabled objective reaches get no gradient: DDP then needs no find_unused_parameters, and
+    AdamW's weight decay does not silently shrink them."""
+    if not loss.clip:
+        freeze(tok.text, tok.clip_proj, tok.logit_scale)
+    if not loss.ssl:
+        freeze(tok.dino_head, getattr(tok.encoder, "mask_token", None))
+    if not loss.rec:
+        freeze(tok.decoder)
+        if tok.bottleneck_ae_only:
+            freeze(tok.bottleneck)
+
+
+def transformer_blocks(model: nn.Module) -> list[nn.Module]:
+    return [m for name, m in model.named_modules() if BLOCK_NAME.search(name)]
+
+
+def apply_checkpointing(model: nn.Module) -> None:
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import apply_activation_checkpointing
+
+    blocks = {id(m) for m in transformer_blocks(model)}
+    apply_activation_checkpointing(model, check_fn=lambda m: id(m) in blocks)
+
+
+def apply_fsdp(model: nn.Module) -> nn.Module:
+    from torch.distributed.fsdp import fully_shard
+
+    for block in transformer_blocks(model):
+        fully_shard(block)
+    fully_shard(model)
+    return model
+
+
+def wrap_model(model: nn.Module, cfg: Config, info: vdist.DistInfo) -> nn.Module:
+    if cfg.model.grad_checkpointing:
+        apply_checkpointing(model)
+    if cfg.train.fsdp and info.distributed:
+        model = apply_fsdp(model)
+    elif info.distributed:
+        ids = [info.device.index] if info.device.type == "cuda" else None
+        model = DDP(model, device_ids=ids, broadcast_buffers=False)
+    if cfg.train.compile:
+        model = torch.compile(model)
+    return model
