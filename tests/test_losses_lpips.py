@@ -32,9 +32,12 @@ def examples() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return _image("ex_ref.png"), _image("ex_p0.png"), _image("ex_p1.png")
 
 
-def _package_network(net: str) -> lpips.LPIPS:
+def _package_network(net: str, monkeypatch: pytest.MonkeyPatch) -> lpips.LPIPS:
     """The lpips package's LPIPS: its own v0.1 linear layers, our backbone copied in by torchvision names."""
-    reference = lpips.LPIPS(pretrained=True, net=net, pnet_rand=True, verbose=False)
+    with monkeypatch.context() as patch:  # skip torchvision's random init (seconds for VGG): all of it is replaced
+        for name in ("kaiming_normal_", "kaiming_uniform_", "normal_", "uniform_", "constant_"):
+            patch.setattr(torch.nn.init, name, lambda tensor, *args, **kwargs: tensor)
+        reference = lpips.LPIPS(pretrained=True, net=net, pnet_rand=True, verbose=False)
     state = lpips_state_dict(net)
     with torch.no_grad():
         for name, param in reference.net.named_parameters():  # slice<s>.<torchvision index>.<weight|bias>
@@ -52,9 +55,9 @@ def test_alexnet_reproduces_the_published_example_distances(examples):
 
 
 @pytest.mark.parametrize("net", ["alex", "vgg"])
-def test_equals_the_lpips_package_network(net, examples):
+def test_equals_the_lpips_package_network(net, examples, monkeypatch):
     ref, p0, p1 = (image[..., 8:40, 16:48] for image in examples)  # 32 px crops keep VGG cheap on CPU
-    ours, reference = LPIPS(net), _package_network(net)
+    ours, reference = LPIPS(net), _package_network(net, monkeypatch)
     x = torch.cat([ref, ref]).requires_grad_()
     y = torch.cat([p0, p1])
     d = ours(x, y)

@@ -51,8 +51,7 @@ def sinkhorn_knopp(logits: Tensor, temp: float, iterations: int = 3) -> Tensor:
 class TeacherCentering(nn.Module):
     """Turns teacher logits into targets, and keeps the EMA centre of the teacher logits (a (1, K) buffer)."""
 
-    def __init__(self, prototypes: int, centering: Centering = "sinkhorn", momentum: float = 0.9,
-                 sinkhorn_iterations: int = 3):
+    def __init__(self, prototypes: int, centering: Centering = "sinkhorn", momentum: float = 0.9):
         super().__init__()
         if centering not in CENTERINGS:
             raise ValueError(f"centering = {centering!r}: expected one of {', '.join(CENTERINGS)}")
@@ -61,7 +60,6 @@ class TeacherCentering(nn.Module):
         if not 0.0 <= momentum <= 1.0:
             raise ValueError(f"center momentum = {momentum}: must be in [0, 1]")
         self.prototypes, self.centering, self.momentum = prototypes, centering, momentum
-        self.sinkhorn_iterations = sinkhorn_iterations
         self.register_buffer("center", torch.zeros(1, prototypes))
 
     def _check(self, logits: Tensor) -> None:
@@ -74,7 +72,7 @@ class TeacherCentering(nn.Module):
         if temp <= 0:
             raise ValueError(f"teacher temperature = {temp}: must be > 0")
         if self.centering == "sinkhorn":
-            return sinkhorn_knopp(logits, temp, self.sinkhorn_iterations)
+            return sinkhorn_knopp(logits, temp)
         return F.softmax((logits.to(self.center.dtype) - self.center) / temp, dim=-1)
 
     @torch.no_grad()
