@@ -24,9 +24,9 @@ FEATURE_SPACES = ("effnetlite0", "inception")
 
 @dataclass(frozen=True)
 class FeatureSpace:
-    name: str  # effnetlite0 | inception
+    name: str  # effnetlite0 | inception (or any name a caller registers an extractor for)
     extractor: str  # torch-fidelity registry name
-    weights: Path
+    weights: Path | None  # None: the extractor needs no weights file
     layer: str  # feature used for FD / KID
 
     @property
@@ -120,7 +120,8 @@ def frechet(images_a: Images, images_b: Images, space: FeatureSpace | str = "eff
     out = torch_fidelity.calculate_metrics(
         input1=_as_input(images_a, "images_a"), input2=_as_input(images_b, "images_b"),
         fid=True, kid=kid_subset_size is not None, kid_subset_size=kid_subset_size or 1000,
-        feature_extractor=space.extractor, feature_extractor_weights_path=str(space.weights),
+        feature_extractor=space.extractor,
+        feature_extractor_weights_path=None if space.weights is None else str(space.weights),
         cuda=cuda, save_cpu_ram=True, batch_size=batch_size, cache=False, verbose=verbose,
         samples_find_deep=False)
     result = {space.fd_key: float(out["frechet_inception_distance"])}

@@ -8,7 +8,6 @@ use_sample_covariance=False, data_range=..., channel_axis=0)` image by image (te
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 SSIM_K1, SSIM_K2 = 0.01, 0.03  # Wang et al. 2004
 SSIM_SIGMA, SSIM_TRUNCATE = 1.5, 3.5  # skimage's Gaussian window: radius int(3.5 * 1.5 + 0.5) = 5, i.e. 11 x 11
@@ -48,6 +47,16 @@ def _gaussian_window(sigma: float, truncate: float) -> torch.Tensor:
     return w / w.sum()
 
 
+def _band(n: int, w: torch.Tensor) -> torch.Tensor:
+    """(n, n - k + 1) matrix M with (x @ M)[j] = sum_i w[i] x[i + j]: a 'valid' 1-D filter as a product."""
+    k, m = w.numel(), n - w.numel() + 1
+    band = torch.zeros(n, m, dtype=w.dtype, device=w.device)
+    cols = torch.arange(m, device=w.device)
+    for i in range(k):
+        band[i + cols, cols] = w[i]
+    return band
+
+
 def ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = 255.0, sigma: float = SSIM_SIGMA) -> torch.Tensor:
     """Mean structural similarity per image (mean over channels and valid window positions), (B,)."""
     _check_pair(a, b, "ssim")
@@ -57,12 +66,11 @@ def ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = 255.0, sigma: flo
         raise ValueError(f"ssim: images must be at least {k}x{k} for sigma={sigma}, got {tuple(a.shape[-2:])}")
     x, y = a.double(), b.double()
     c = x.shape[1]
-    # skimage filters with edge padding, then drops a border of the window radius: exactly the positions that a
-    # 'valid' convolution produces, so no padding is needed here.
+    # skimage filters with edge padding, then drops a border of the window radius: exactly the positions a 'valid'
+    # filter produces, so no padding is needed. Separable filtering as two banded-matrix products: exact in
+    # float64 and several times faster on CPU than a float64 depthwise conv2d.
     stack = torch.cat([x, y, x * x, y * y, x * y], dim=1)
-    n = stack.shape[1]
-    out = F.conv2d(stack, w.view(1, 1, 1, k).expand(n, 1, 1, k), groups=n)
-    out = F.conv2d(out, w.view(1, 1, k, 1).expand(n, 1, k, 1), groups=n)
+    out = _band(x.shape[-2], w).T @ stack @ _band(x.shape[-1], w)
     ux, uy, uxx, uyy, uxy = out.split(c, dim=1)
     vx, vy, vxy = uxx - ux * ux, uyy - uy * uy, uxy - ux * uy  # population covariance (Wang et al.)
     c1, c2 = (SSIM_K1 * data_range) ** 2, (SSIM_K2 * data_range) ** 2
