@@ -45,7 +45,7 @@ def rate(fn, n: int, repeats: int = 1) -> float:
 def bench_generator() -> list[tuple[str, float, str]]:
     rows = []
     for res, n in ((32, 1000), (64, 1000), (256, 100)):
-        r = rate(lambda: [synthetic.sample(0, "train", i, res) for i in range(n)], n, repeats=3)
+        r = rate(lambda res=res, n=n: [synthetic.sample(0, "train", i, res) for i in range(n)], n, repeats=3)
         rows.append((f"generator {res} px (1 core)", r, f"{r / 1000:.2f}x the 1,000/s target" if res == 64 else ""))
     return rows
 
@@ -72,7 +72,7 @@ def bench_ingest(tmp: Path, cfg_for) -> list[tuple[str, float, str]]:
     rows = [("plain PIL decode->resize->encode", base, "reference")]
     for workers in (1, 2):
         cfg = cfg_for(tmp / "out")
-        r = rate(lambda: ingest("folder", tmp / "in", tmp / "out", "photos", res, workers, False, cfg), n)
+        r = rate(lambda w=workers, c=cfg: ingest("folder", tmp / "in", tmp / "out", "photos", res, w, False, c), n)
         rows.append((f"vtp ingest --source folder, {workers} worker(s)", r, f"{r / base:.2f}x plain PIL"))
     return rows
 

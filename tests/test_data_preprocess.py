@@ -137,4 +137,4 @@ def test_split_by_hash_is_stable_and_has_the_asked_fraction():
     assert 0.04 < splits.count("val") / len(splits) < 0.06
     assert all(split_of(d, 0.0) == "train" for d in digests[:100])
     # Growing the fraction only moves samples train -> val, never back.
-    assert all(split_of(d, 0.2) == "val" for d, s in zip(digests, splits) if s == "val")
+    assert all(split_of(d, 0.2) == "val" for d, s in zip(digests, splits, strict=True) if s == "val")

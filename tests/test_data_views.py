@@ -54,9 +54,9 @@ def test_full_crop_is_exact_and_a_half_size_crop_is_2x2_average_pooling():
     assert torch.allclose(half["global_crops"], F.avg_pool2d(images, 2).repeat(2, 1, 1, 1), atol=1e-6)
     flipped = MultiCropViews(AugConfig(global_crop_size=32, **whole), 8)(images.repeat(8, 1, 1, 1), gen())
     crops, ref = flipped["global_crops"], images.repeat(16, 1, 1, 1)
-    is_flip = [torch.allclose(c, r.flip(-1), atol=1e-6) for c, r in zip(crops, ref)]
-    is_same = [torch.allclose(c, r, atol=1e-6) for c, r in zip(crops, ref)]
-    assert all(f or s for f, s in zip(is_flip, is_same)) and 0 < sum(is_flip) < len(crops)
+    is_flip = [torch.allclose(c, r.flip(-1), atol=1e-6) for c, r in zip(crops, ref, strict=True)]
+    is_same = [torch.allclose(c, r, atol=1e-6) for c, r in zip(crops, ref, strict=True)]
+    assert all(f or s for f, s in zip(is_flip, is_same, strict=True)) and 0 < sum(is_flip) < len(crops)
 
 
 @pytest.mark.parametrize("scale", [(0.05, 0.32), (0.32, 1.0), (0.9, 1.0)])
