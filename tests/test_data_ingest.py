@@ -279,3 +279,12 @@ def test_cli_exit_codes(tmp_path, params_file):
     ok = CliRunner().invoke(app, args)
     assert ok.exit_code == 0, ok.output
     assert CliRunner().invoke(app, [*args, "--strict"]).exit_code == 1
+
+
+def test_an_ingest_that_finds_nothing_fails_and_publishes_nothing(cfg_for, tmp_path):
+    (tmp_path / "in" / "cls").mkdir(parents=True)
+    (tmp_path / "in" / "cls" / "a.jpg").write_text("not an image")
+    cfg = cfg_for()
+    with pytest.raises(ValueError, match="nothing to ingest .* 1 inputs"):
+        run(cfg, "folder", tmp_path / "in")
+    assert not (Path(cfg.data.root) / "ds").exists()

@@ -157,11 +157,6 @@ def ingest(source: str, path: Path | None, out: Path, name: str, resolution: int
     opts = Options(resolution, d.image_format, d.jpeg_quality, d.max_image_pixels, d.val_fraction, cfg.seed)
     final, staging = Path(out) / name, Path(out) / f".{name}.partial"
     _check_target(final)
-    if staging.exists():  # left by an interrupted run
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
-    record = RunRecord(staging, "ingest", to_dict(cfg), seed=cfg.seed, source=source,
-                       path=str(path) if path else None, resolution=resolution, workers=workers)
     start = time.perf_counter()
     if source == "synthetic":
         tasks: list = [("train", i) for i in range(d.synthetic_train)] + [("val", i) for i in range(d.synthetic_val)]
@@ -169,9 +164,14 @@ def ingest(source: str, path: Path | None, out: Path, name: str, resolution: int
         inputs = Inputs([], [], synthetic.label_names(), "shape")
     else:
         assert path is not None
-        inputs = list_inputs(source, Path(path), cfg)
+        inputs = list_inputs(source, Path(path), cfg)  # a wrong input table fails here, before anything is written
         tasks = sorted(inputs.items, key=lambda it: digest(it.ident))
         fn = partial(prepare_item, opts)
+    if staging.exists():  # left by an interrupted run
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    record = RunRecord(staging, "ingest", to_dict(cfg), seed=cfg.seed, source=source,
+                       path=str(path) if path else None, resolution=resolution, workers=workers)
     writers = {s: ShardWriter(staging, s, d.shard_size) for s in mf.SPLITS}
     tally, skipped = mf.Tally(inputs.label_sets), list(inputs.skipped)
     try:
@@ -192,6 +192,10 @@ def ingest(source: str, path: Path | None, out: Path, name: str, resolution: int
                         extra=extra)
     mf.write(manifest, staging)
     _summarise(manifest, final, seconds, workers)
+    if not manifest["samples"]:
+        record.finish("failed", error="no samples")
+        raise ValueError(f"nothing to ingest from {path}: {manifest['inputs']} inputs, all skipped or none found "
+                         f"(reasons in {staging}/manifest.json)")
     if strict and skipped:
         record.finish("failed", error=f"--strict: {len(skipped)} inputs skipped")
         log.error("--strict: %d inputs were skipped; the dataset was NOT published. See %s/manifest.json",
