@@ -83,6 +83,36 @@ def test_rerun_is_idempotent_and_workers_do_not_change_the_output(cfg_for):
     assert not any(p.name.startswith(".") for p in out.parent.iterdir())  # no staging or old copies left
 
 
+def _write(data: bytes):
+    return lambda path: Path(path).write_bytes(data)
+
+
+# One builder per class of bad input: relative file name -> (write it, the reason the manifest must give).
+BAD_INPUTS = {
+    "cat/truncated.jpg": (_write(encoded(noise(64, 64, seed=7), "JPEG")[:600]), "truncated"),
+    "cat/text.jpg": (_write(b"not an image"), "not_an_image"),
+    "cat/empty.png": (_write(b""), "empty_file"),
+    "cat/bomb.png": (_write(_png_claiming(60000, 60000)), "decompression_bomb"),
+    "cat/.DS_Store": (_write(b"\0\1"), "hidden_file"),
+    "cat/notes.md": (_write(b"hello"), "unsupported_extension"),
+    "cat/line\nbreak.png": (_write(encoded(noise(20, 20, seed=9), "PNG")), "odd_file_name"),
+    "cat/latin1-\udce9.png": (_write(encoded(noise(20, 20, seed=11), "PNG")), "odd_file_name"),  # byte 0xE9
+    "stray.png": (_write(encoded(noise(20, 20, seed=10), "PNG")), "not_in_class_folder"),
+    "cat/dangling.png": (lambda path: os.symlink(Path(path).parent / "missing.png", path), "unreadable"),
+}
+
+
+def add_bad(root: Path, name: str) -> str:
+    """Create BAD_INPUTS[name] under root; return the name as the manifest writes it."""
+    write, _ = BAD_INPUTS[name]
+    path = os.fsencode(root) + b"/" + os.fsencode(name)  # fsencode turns the \udce9 escape back into byte 0xE9
+    try:
+        write(os.fsdecode(path))
+    except OSError:
+        pytest.skip("this file system refuses the file name")
+    return os.fsencode(name).decode("utf-8", "backslashreplace").replace("\n", "\\n")
+
+
 def make_folder(root: Path) -> dict[str, str]:
     """Classes cat/dog with good images and one of every bad input; returns {input: expected skip reason}."""
     for cls in ("cat", "dog"):
@@ -94,26 +124,21 @@ def make_folder(root: Path) -> dict[str, str]:
     (root / "dog" / "clear.txt").write_text("a clear  dog\n")
     Image.new("P", (20, 20)).save(root / "dog" / "palette.gif")
     shutil.copy(root / "cat" / "cat 0.png", root / "cat" / "cat 0 copy.png")
-    (root / "cat" / "truncated.jpg").write_bytes(encoded(noise(64, 64, seed=7), "JPEG")[:600])
-    (root / "cat" / "text.jpg").write_text("not an image")
-    (root / "cat" / "empty.png").write_bytes(b"")
-    (root / "cat" / "bomb.png").write_bytes(_png_claiming(60000, 60000))
-    (root / "cat" / ".DS_Store").write_bytes(b"\0\1")
-    (root / "cat" / "notes.md").write_text("hello")
-    (root / "dog" / "line\nbreak.png").write_bytes(encoded(noise(20, 20, seed=9), "PNG"))
-    (root / "stray.png").write_bytes(encoded(noise(20, 20, seed=10), "PNG"))
-    os.symlink(root / "missing.png", root / "dog" / "dangling.png")
-    expected = {"cat/cat 0 copy.png": "duplicate", "cat/truncated.jpg": "truncated", "cat/text.jpg": "not_an_image",
-                "cat/empty.png": "empty_file", "cat/bomb.png": "decompression_bomb", "cat/.DS_Store": "hidden_file",
-                "cat/notes.md": "unsupported_extension", "dog/line\\nbreak.png": "odd_file_name",
-                "stray.png": "not_in_class_folder", "dog/dangling.png": "unreadable"}
-    try:
-        with open(os.path.join(os.fsencode(root / "dog"), b"latin1-\xe9.png"), "wb") as f:
-            f.write(encoded(noise(20, 20, seed=11), "PNG"))
-        expected["dog/latin1-\\xe9.png"] = "odd_file_name"
-    except OSError:  # a file system that refuses non-UTF-8 names cannot hold this case
-        pass
+    expected = {"cat/cat 0 copy.png": "duplicate"}
+    for name, (_, reason) in BAD_INPUTS.items():
+        expected[add_bad(root, name)] = reason
     return expected
+
+
+@pytest.mark.parametrize("name", BAD_INPUTS)
+def test_each_kind_of_bad_input_is_skipped_listed_and_the_run_goes_on(cfg_for, tmp_path, name):
+    (tmp_path / "in" / "cat").mkdir(parents=True)
+    noise(24, 24).save(tmp_path / "in" / "cat" / "good.png")
+    listed = add_bad(tmp_path / "in", name)
+    m = run(cfg_for(), "folder", tmp_path / "in")
+    assert m["samples"] == 1 and m["skipped_count"] == 1
+    assert m["skipped"][0]["input"] == listed and m["skipped"][0]["reason"] == BAD_INPUTS[name][1]
+    assert (Path(cfg_for().data.root) / "ds" / "manifest.json").exists()  # published: exit 0 unless --strict
 
 
 def test_folder_source_ingests_good_files_and_lists_every_bad_one(cfg_for, tmp_path):
