@@ -5,7 +5,6 @@ import json
 import math
 from types import SimpleNamespace
 
-import pytest
 import torch
 import torch.nn.functional as F
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase

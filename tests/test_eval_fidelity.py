@@ -22,7 +22,8 @@ TINY = "vtp-test-tiny-conv"
 
 
 class TinyConvExtractor(FeatureExtractorBase):
-    """A fixed random conv net: a cheap, deterministic feature space for plumbing tests."""
+    """A fixed random conv net pooled by spatial mean and std: a cheap, deterministic feature space that sees
+    texture (blur lowers the std), for plumbing and direction tests."""
 
     def __init__(self, name, features_list, **kwargs):
         super().__init__(name, features_list)
@@ -32,11 +33,11 @@ class TinyConvExtractor(FeatureExtractorBase):
 
     @staticmethod
     def get_provided_features_list():
-        return ("24",)
+        return ("48",)
 
     @staticmethod
     def get_default_feature_layer_for_metric(metric):
-        return "24"
+        return "48"
 
     @staticmethod
     def can_be_compiled():
@@ -49,12 +50,13 @@ class TinyConvExtractor(FeatureExtractorBase):
     def forward(self, x):
         x = x.float() / 127.5 - 1
         x = F.relu(F.conv2d(x, self.w1, stride=2))
-        return (F.conv2d(x, self.w2).mean((2, 3)).double(),)
+        x = F.conv2d(x, self.w2)
+        return (torch.cat([x.mean((2, 3)), x.std((2, 3))], 1).double(),)
 
 
 if TINY not in FEATURE_EXTRACTORS_REGISTRY:
     register_feature_extractor(TINY, TinyConvExtractor)
-TINY_SPACE = FeatureSpace("tinyconv", TINY, None, "24")
+TINY_SPACE = FeatureSpace("tinyconv", TINY, None, "48")
 
 
 def shapes(n: int, res: int = 32, offset: int = 0) -> torch.Tensor:
@@ -145,8 +147,8 @@ def test_blur_raises_fd_and_kid():
     """Two disjoint sets of the same scenes are close; blurring one of them moves it away (cheap feature space)."""
     ref, other = shapes(40), shapes(40, offset=40)
     base = frechet(ref, other, TINY_SPACE, kid_subset_size=20, device="cpu")
-    mild = frechet(ref, blur(other, 3), TINY_SPACE, kid_subset_size=20, device="cpu")
-    strong = frechet(ref, blur(other, 7), TINY_SPACE, kid_subset_size=20, device="cpu")
+    mild = frechet(ref, blur(other, 5), TINY_SPACE, kid_subset_size=20, device="cpu")
+    strong = frechet(ref, blur(other, 11), TINY_SPACE, kid_subset_size=20, device="cpu")
     assert base["fd_tinyconv"] < mild["fd_tinyconv"] < strong["fd_tinyconv"]
     assert base["kid_tinyconv"] < mild["kid_tinyconv"] < strong["kid_tinyconv"]
 

@@ -8,6 +8,8 @@ features, learning rate chosen on a held-out part of them, reported on val).
 
 Writes `<run>/eval/`: metrics.json + summary.json (vtp.eval.report), grids/reconstruction.png, run.json.
 `evaluate_tokenizer` works on any object with the public tokenizer API, so external tokenizers can be scored.
+Single process, fp32. Both uint8 image sets stay in memory for torch-fidelity (2 x N x 3 x R^2 bytes: 400 MB for
+1024 images at 256 px); for 50k-image sets give `fidelity.frechet` folders instead.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from typing import Any, Iterable, Protocol
 
 import torch
 
-from vtp.config import Config, EvalConfig, to_dict
+from vtp.config import Config, ConfigError, EvalConfig, to_dict
 from vtp.eval import fidelity, probe, zeroshot
 from vtp.eval.features import PROBE_KINDS, has_probe_features, has_text_tower, probe_features
 from vtp.eval.grids import ERROR_GAIN, save_grid
@@ -46,12 +48,12 @@ class ShardData:
         self.cfg = cfg
 
     def batches(self, split: str, num_samples: int, batch_size: int) -> Iterable[dict]:
-        from vtp.data import eval_loader
+        from vtp.data.loader import eval_loader
 
         return eval_loader(self.cfg, split, batch_size=batch_size, num_samples=num_samples)
 
     def classnames(self, label: str) -> list[str]:
-        from vtp.data import read_manifest
+        from vtp.data.loader import read_manifest
 
         sets = read_manifest(self.cfg).get("label_sets") or {}
         if label not in sets:
@@ -66,7 +68,10 @@ def run_evaluate(cfg: Config, tokenizer_dir: Path | None = None) -> dict:
 
     tokenizer_dir = Path(tokenizer_dir or cfg.run_dir / "tokenizer")
     out_dir = cfg.run_dir / "eval"
-    fidelity.resolve_feature_space(cfg.eval.feature_space, cfg.eval.inception_weights)  # fail before any work
+    try:  # a feature space that cannot be built is a configuration problem: report it before any work
+        fidelity.resolve_feature_space(cfg.eval.feature_space, cfg.eval.inception_weights)
+    except FileNotFoundError as err:
+        raise ConfigError(f"config {cfg.name!r}: eval.feature_space = {cfg.eval.feature_space!r}: {err}") from None
     run = RunRecord(out_dir, "evaluate", to_dict(cfg), seed=cfg.seed, tokenizer_dir=str(tokenizer_dir))
     try:
         tok = Tokenizer.from_pretrained(tokenizer_dir)
@@ -165,7 +170,7 @@ def evaluate_tokenizer(tok: Any, cfg: Config, out_dir: str | Path, data: EvalDat
     if kid_size is not None:
         metrics[space.kid_key] = record(dist[space.kid_key], std=dist[space.kid_key + "_std"], subset_size=kid_size,
                                         protocol="KID (polynomial kernel, degree 3), reconstructions vs originals, "
-                                                 "mean over 100 subsets (torch-fidelity)", **meta)
+                                                 f"mean over {fidelity.KID_SUBSETS} subsets (torch-fidelity)", **meta)
 
     if do_zeroshot:
         metrics.update(_zeroshot(tok, classnames, clip_emb, val_labels, e, res, common))

@@ -20,6 +20,7 @@ from vtp.eval import effnet_extractor
 
 Images = Union[torch.Tensor, str, Path]  # uint8 (N, 3, H, W) tensor, or a folder of PNG/JPEG files
 FEATURE_SPACES = ("effnetlite0", "inception")
+KID_SUBSETS = 100  # KID = mean (and std) of the polynomial-kernel MMD over this many random subsets
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,7 @@ def frechet(images_a: Images, images_b: Images, space: FeatureSpace | str = "eff
     cuda = (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
     out = torch_fidelity.calculate_metrics(
         input1=_as_input(images_a, "images_a"), input2=_as_input(images_b, "images_b"),
-        fid=True, kid=kid_subset_size is not None, kid_subset_size=kid_subset_size or 1000,
+        fid=True, kid=kid_subset_size is not None, kid_subset_size=kid_subset_size or 1000, kid_subsets=KID_SUBSETS,
         feature_extractor=space.extractor,
         feature_extractor_weights_path=None if space.weights is None else str(space.weights),
         cuda=cuda, save_cpu_ram=True, batch_size=batch_size, cache=False, verbose=verbose,
