@@ -35,4 +35,7 @@ def progress(iterable: Iterable[T], total: int | None = None, desc: str = "", **
         return iterable
     from tqdm.auto import tqdm
 
+    # Not a terminal (DVC, CI, a log file): a line every 30 s instead of a carriage-return stream.
+    if not sys.stderr.isatty():
+        kw.setdefault("mininterval", 30.0)
     return tqdm(iterable, total=total, desc=desc, dynamic_ncols=True, **kw)

@@ -60,7 +60,7 @@ class VTPObjective(nn.Module):
         self.ibot_loss = IBOTLoss(prototypes, lc.dino.student_temp, lc.dino.centering,
                                   lc.dino.center_momentum) if lc.ssl else None
         self.koleo_loss = KoLeoLoss() if lc.ssl and lc.dino.koleo_weight > 0 else None
-        self.rec_loss = ReconstructionLoss(lc.lpips_net, lc.lpips_weight) if lc.rec else None
+        self.rec_loss = ReconstructionLoss(lc.lpips_net, lc.lpips_weight, lc.lpips_weights) if lc.rec else None
 
     def forward(self, images: Tensor, captions: list[str] | None, rec: Subset | None, ssl: Subset | None,
                 targets: SSLTargets | None) -> dict[str, Tensor]:
@@ -104,6 +104,8 @@ class VTPObjective(nn.Module):
         parts["dino"], parts["ibot"] = dino, ibot
         loss = dino + dc.ibot_weight * ibot
         if self.koleo_loss is not None:
-            parts["koleo"] = sum(self.koleo_loss(c) for c in glob["cls"].chunk(2))
+            # KoLeo needs two samples; a rank's placeholder (or single) row contributes nothing.
+            crops = [c for c in glob["cls"].chunk(2) if c.shape[0] > 1]
+            parts["koleo"] = sum((self.koleo_loss(c) for c in crops), glob["cls"].new_zeros(()))
             loss = loss + dc.koleo_weight * parts["koleo"]
         return loss
