@@ -155,7 +155,8 @@ def test_blur_raises_fd_and_kid():
 
 @pytest.mark.slow  # numpy's eigvals on 1280 x 1280 covariances inside torch-fidelity: ~10-20 s per distance here
 def test_blur_raises_fd_effnetlite0():
-    ref, other = shapes(16, 32), shapes(16, 32, offset=16)
-    base = frechet(ref, other, "effnetlite0", device="cpu")["fd_effnetlite0"]
-    blurred = frechet(ref, blur(other, 7), "effnetlite0", device="cpu")["fd_effnetlite0"]
-    assert blurred > 1.2 * base
+    """The reconstruction setting: originals against blurred copies of themselves, mild then strong."""
+    ref = shapes(16, 32)
+    mild = frechet(blur(ref, 3), ref, "effnetlite0", device="cpu")["fd_effnetlite0"]
+    strong = frechet(blur(ref, 7), ref, "effnetlite0", device="cpu")["fd_effnetlite0"]
+    assert 0 < mild and strong > 1.3 * mild
