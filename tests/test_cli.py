@@ -51,7 +51,7 @@ def test_patch_not_dividing_resolution_exits_2_and_writes_nothing(workdir):
         result = runner.invoke(app, command)
         assert result.exit_code == 2, (command, result.output)
         lines = [line for line in result.stderr.splitlines() if line.strip()]
-        assert len(lines) == 1 and "model.patch = 15" in lines[0] and "must divide data.resolution = 64" in lines[0]
+        assert len(lines) == 1 and "model.patch = 15" in lines[0] and "must divide data.resolution = 32" in lines[0]
     assert files(workdir) == before
 
 

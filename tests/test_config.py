@@ -42,7 +42,7 @@ def test_configs_are_frozen(params_file):
 
 
 @pytest.mark.parametrize("override, field, hint", [
-    ("model.patch=15", "model.patch", "must divide data.resolution = 64"),
+    ("model.patch=15", "model.patch", "must divide data.resolution = 32"),
     ("model.encoder.heads=5", "model.encoder.heads", "must divide the width"),
     ("model.bottleneck_dim=4096", "model.bottleneck_dim", "must not exceed the encoder width"),
     ("model.size=vtp-xxl", "model.size", "allowed: "),

@@ -113,3 +113,17 @@ def test_wrong_inputs_are_named():
         MultiCropViews(AugConfig(global_crop_size=40), patch=16)
     with pytest.raises(ValueError, match=r"expected a float tensor \(B, 3, H, W\), got \(3, 32, 32\)"):
         MultiCropViews(AugConfig(), patch=8)(torch.rand(3, 32, 32), gen())
+
+
+def test_rows_of_a_larger_batch_get_that_batch_views():
+    """A rank holding rows 1 and 3 of a 4-image global batch gets exactly those rows' views and masks."""
+    views = MultiCropViews(AugConfig(global_crop_size=32, local_crop_size=16, local_crops=2), patch=8)
+    images = torch.rand(4, 3, 32, 32, generator=gen(3)) * 2 - 1
+    whole = views(images, gen(7))
+    rows = torch.tensor([1, 3])
+    part = views(images[rows], gen(7), rows=rows, total=4)
+    assert torch.equal(part["global_crops"], whole["global_crops"][torch.tensor([1, 3, 5, 7])])
+    assert torch.equal(part["local_crops"], whole["local_crops"][torch.tensor([1, 3, 5, 7])])
+    assert torch.equal(part["masks"], whole["masks"][torch.tensor([1, 3, 5, 7])])
+    with pytest.raises(ValueError, match=r"rows: expected 2 indices in \[0, total=2\)"):
+        views(images[rows], gen(7), rows=rows, total=2)

@@ -98,11 +98,14 @@ class MultiCropViews:
         self.aug, self.patch = aug, patch
 
     def crops(self, images: torch.Tensor, views: int, size: int, scale: tuple[float, float],
-              generator: torch.Generator) -> torch.Tensor:
+              generator: torch.Generator, rows: torch.Tensor, total: int) -> torch.Tensor:
         """(views * B, 3, size, size) ordered [view 0 of all B, view 1 of all B, ...]."""
         b, _, height, width = images.shape
-        boxes = crop_boxes(views * b, height, width, scale, self.aug.crop_ratio, generator)
-        flip = torch.rand(views * b, generator=generator, device=generator.device) < (0.5 if self.aug.hflip else 0)
+        boxes = crop_boxes(views * total, height, width, scale, self.aug.crop_ratio, generator)
+        flip = torch.rand(views * total, generator=generator, device=generator.device) < (
+            0.5 if self.aug.hflip else 0)
+        pick = (torch.arange(views, device=rows.device)[:, None] * total + rows).flatten()  # this call's draws
+        boxes, flip = boxes[pick], flip[pick]
         owner = torch.arange(b, device=generator.device).repeat(views)
         rois = torch.cat([owner[:, None].to(boxes.dtype), boxes], dim=1).to(images.device)
         # roi_align with adaptive sampling averages ceil(box/size)^2 bilinear samples per output pixel: a crop
@@ -111,15 +114,25 @@ class MultiCropViews:
         out = torch.where(flip.to(images.device)[:, None, None, None], out.flip(-1), out)
         return out.to(images.dtype)
 
-    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> dict:
+    def __call__(self, images: torch.Tensor, generator: torch.Generator, rows: torch.Tensor | None = None,
+                 total: int | None = None) -> dict:
+        """Views of `images`. With `rows`/`total`, the random parameters are drawn for a batch of `total`
+        images and `images` are rows `rows` of it: every rank of a data-parallel run draws the same parameters
+        for the global batch and applies its own rows, so the views do not depend on the number of ranks."""
         if images.ndim != 4 or images.shape[1] != 3 or not images.is_floating_point():
             raise ValueError(f"images: expected a float tensor (B, 3, H, W), got {tuple(images.shape)} "
                              f"{images.dtype}")
         a = self.aug
         b = images.shape[0]
-        global_crops = self.crops(images, 2, a.global_crop_size, a.global_crop_scale, generator)
-        local_crops = (self.crops(images, a.local_crops, a.local_crop_size, a.local_crop_scale, generator)
-                       if a.local_crops else None)
+        if rows is None:
+            rows, total = torch.arange(b), b
+        rows = rows.to(generator.device)
+        if rows.shape != (b,) or total is None or not (0 <= int(rows.min()) and int(rows.max()) < total):
+            raise ValueError(f"rows: expected {b} indices in [0, total={total}), got {rows.tolist()}")
+        global_crops = self.crops(images, 2, a.global_crop_size, a.global_crop_scale, generator, rows, total)
+        local_crops = (self.crops(images, a.local_crops, a.local_crop_size, a.local_crop_scale, generator, rows,
+                                  total) if a.local_crops else None)
         grid = a.global_crop_size // self.patch
-        masks = block_masks(2 * b, grid, a.mask_probability, a.mask_ratio, generator, a.mask_min_block)
+        masks = block_masks(2 * total, grid, a.mask_probability, a.mask_ratio, generator, a.mask_min_block)
+        masks = masks[torch.cat([rows, rows + total])]
         return {"global_crops": global_crops, "local_crops": local_crops, "masks": masks.to(images.device)}

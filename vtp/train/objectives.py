@@ -27,13 +27,16 @@ from vtp.models.tokenizer import Tokenizer
 class Subset:
     """Local rows of one objective's subset, and the factor turning their mean into a share of the global mean."""
     index: Tensor  # (n,) rows of the local batch; one row at scale 0 when the rank holds none
+    position: Tensor  # (n,) where those rows stand in the global subset (seeds their per-sample randomness)
+    size: int  # samples in the global subset
     scale: float
 
     @classmethod
-    def of(cls, local_rows: Tensor, n_global: int, world: int) -> "Subset":
+    def of(cls, local_rows: Tensor, position: Tensor, n_global: int, world: int) -> "Subset":
         if local_rows.numel() == 0:
-            return cls(torch.zeros(1, dtype=torch.long, device=local_rows.device), 0.0)
-        return cls(local_rows, local_rows.numel() * world / n_global)
+            zero = torch.zeros(1, dtype=torch.long, device=local_rows.device)
+            return cls(zero, zero.cpu(), n_global, 0.0)
+        return cls(local_rows, position, n_global, local_rows.numel() * world / n_global)
 
 
 @dataclass

@@ -115,20 +115,14 @@ class Pretrainer:
     def _subset(self, gen: torch.Generator, size: int) -> Subset:
         rows = torch.randperm(self.global_micro, generator=gen)[:size].sort().values
         lo = self.info.rank * self.micro
-        local = rows[(rows >= lo) & (rows < lo + self.micro)] - lo
-        return Subset.of(local.to(self.info.device), size, self.info.world_size)
+        mine = (rows >= lo) & (rows < lo + self.micro)
+        return Subset.of((rows[mine] - lo).to(self.info.device), mine.nonzero()[:, 0], size, self.info.world_size)
 
     def _ssl_targets(self, images: torch.Tensor, sub: Subset, temp: float, keys: tuple[int, ...]) -> SSLTargets:
-        """Multi-crop views per sample (seeded by the sample's global index) and the teacher's targets."""
-        lo = self.info.rank * self.micro
-        per_sample = [self.views(images[i:i + 1], generator(self.cfg.seed, *keys, lo + int(i)))
-                      for i in sub.index.tolist()]
-        glob = torch.cat([torch.cat([v["global_crops"][j:j + 1] for v in per_sample]) for j in (0, 1)])
-        masks = torch.cat([torch.cat([v["masks"][j:j + 1] for v in per_sample]) for j in (0, 1)])
-        local = None
-        if per_sample[0]["local_crops"] is not None:
-            n_local = per_sample[0]["local_crops"].shape[0]
-            local = torch.cat([torch.cat([v["local_crops"][j:j + 1] for v in per_sample]) for j in range(n_local)])
+        """Multi-crop views (parameters drawn for the whole global subset, this rank's rows applied) and the
+        teacher's targets."""
+        views = self.views(images[sub.index], generator(self.cfg.seed, *keys, 1), sub.position, sub.size)
+        glob, masks, local = views["global_crops"], views["masks"], views["local_crops"]
         with torch.no_grad(), autocast(self.info.device, self.cfg.train.precision):
             out = self.teacher(glob, patch_mask=masks)
             cls_logits, patch_logits = out["cls_logits"].float(), out["patch_logits"].float()
