@@ -46,6 +46,8 @@ class EfficientNetLite0Extractor(FeatureExtractorBase):
         self.model = EfficientNet.from_name("efficientnet-lite0")
         # The package's own loader unpickles arbitrary objects; a plain state dict loads with weights_only.
         self.model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        # Its depthwise convolutions run ~1.7x faster channels-last on CPU (measured; same features to 1e-5).
+        self.model.to(memory_format=torch.channels_last)
         self.requires_grad_(False)
         self.eval()
 
@@ -70,6 +72,7 @@ class EfficientNetLite0Extractor(FeatureExtractorBase):
             raise ValueError(f"{self.name}: expected uint8 (B, 3, H, W) images, got {x.dtype} {tuple(x.shape)}")
         x = interpolate_bilinear_2d_like_tensorflow1x(x.float(), size=(INPUT_SIZE, INPUT_SIZE), align_corners=False)
         x = (x - 127.0) / 128.0  # EfficientNet-Lite's own preprocessing (TF reference: mean 127, std 128)
+        x = x.contiguous(memory_format=torch.channels_last)
         m = self.model
         pooled = m._avg_pooling(m.extract_features(x)).flatten(1)
         out = {"1280": pooled, "logits": m._fc(pooled)}
