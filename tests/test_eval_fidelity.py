@@ -88,7 +88,6 @@ def test_frechet_equals_direct_torch_fidelity_on_folders(tmp_path):
     for ours in (ours_folders, ours_tensors):
         assert ours["fd_tinyconv"] == pytest.approx(direct["frechet_inception_distance"], rel=1e-6)
         assert ours["kid_tinyconv"] == pytest.approx(direct["kernel_inception_distance_mean"], rel=1e-6)
-    assert fidelity.count(da) == 40
 
 
 def test_frechet_rejects_wrong_inputs(tmp_path):

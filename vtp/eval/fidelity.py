@@ -6,6 +6,7 @@ reconstruction (rFD: reconstructions vs originals) and generation (gFD: DiT samp
 Naming is the point of this module: torch-fidelity calls every Frechet distance `frechet_inception_distance`;
 here the key says what was measured. Only Inception-v3 with the real FID weights gives `fid_inception`
 (comparable to published FID); the offline default gives `fd_effnetlite0`. KID follows the same rule.
+Frechet distances are biased upwards at small sample counts: compare values only at equal counts (recorded).
 """
 from __future__ import annotations
 
@@ -92,15 +93,6 @@ def _as_input(images: Images, which: str) -> Dataset | str:
     if not Path(images).is_dir():
         raise FileNotFoundError(f"frechet: {which} = {str(images)!r} is neither a uint8 tensor nor a folder")
     return str(images)
-
-
-def count(images: Images) -> int:
-    if isinstance(images, torch.Tensor):
-        return len(images)
-    from torch_fidelity.defaults import DEFAULTS
-
-    exts = tuple("." + e for e in DEFAULTS["samples_find_ext"].split(","))
-    return sum(1 for p in Path(images).iterdir() if p.suffix.lower() in exts)
 
 
 def frechet(images_a: Images, images_b: Images, space: FeatureSpace | str = "effnetlite0",
