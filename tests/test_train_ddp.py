@@ -54,3 +54,30 @@ def test_two_process_ddp_matches_single_process(tmp_path):
     loss_b = json.loads((tmp_path / "ddp" / "vtp" / "tokenizer" / "metrics.json").read_text())
     for term in ("loss", "clip", "dino", "ibot", "l1", "lpips"):  # the last step's global-batch losses
         assert abs(loss_a[term] - loss_b[term]) < 1e-4 * max(1.0, abs(loss_a[term])), term
+
+
+def _fsdp_rank_main(rank: int, world: int, runs: str, port: int) -> None:
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port), VTP_DEVICE="cpu", VTP_NO_PROGRESS="1")
+    torch.set_num_threads(1)
+    cfg = tiny_config(runs, "vtp", *EXTRA, "train.fsdp=true", "train.image_every=2", steps=3)
+    run_pretrain(cfg, resume=False, loader=tiny_loader(cfg, rank, world))
+
+
+def test_two_process_fsdp2_matches_single_process(tmp_path):
+    """FSDP2 (fully_shard on every block and the root, teacher sharded alike) trains the same model."""
+    single = tiny_config(tmp_path / "single", "vtp", *EXTRA, steps=3)
+    run_pretrain(single, resume=False, loader=tiny_loader(single))
+    mp.spawn(_fsdp_rank_main, args=(2, str(tmp_path / "fsdp"), free_port()), nprocs=2, join=True)
+    out = tmp_path / "fsdp" / "vtp" / "tokenizer"
+    a = load_file(single.run_dir / "tokenizer" / "model.safetensors")
+    b = load_file(out / "model.safetensors")
+    assert a.keys() == b.keys()
+    torch.manual_seed(single.seed)
+    start = Tokenizer.from_spec(single.model.spec()).state_dict()
+    keys = [k for k in a if k in start]
+    diff = torch.cat([(a[k] - b[k]).flatten() for k in keys]).norm()
+    update = torch.cat([(a[k] - start[k]).flatten() for k in keys]).norm()
+    assert update > 0 and diff / update < 1e-3, f"|fsdp - single| / |update| = {diff / update:.2e}"
+    assert (out / "samples" / "reconstruction-0000002.png").exists()
+    assert (out / "checkpoints" / "step-0000003" / "teacher.safetensors").exists()

@@ -54,7 +54,8 @@ class Tokenizer(nn.Module):
         sem_dim = spec.encoder.width if bottleneck_ae_only else spec.bottleneck_dim
         self.text = build_text_tower(spec.text, spec.clip_dim) if spec.text is not None else None
         self.clip_proj = nn.Linear(sem_dim, spec.clip_dim, bias=False) if spec.text is not None else None
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07))) if spec.text is not None else None
+        # Shape (1,), not a scalar: FSDP2 cannot shard 0-d parameters.
+        self.logit_scale = nn.Parameter(torch.full((1,), math.log(1 / 0.07))) if spec.text is not None else None
         if self.clip_proj is not None:
             nn.init.normal_(self.clip_proj.weight, std=sem_dim ** -0.5)  # OpenCLIP's visual projection init
         self.dino_head = DinoHead(sem_dim, spec.dino) if spec.dino is not None else None

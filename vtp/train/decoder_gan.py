@@ -25,7 +25,7 @@ from vtp.train.data import Loader, stream, webdataset_loader
 from vtp.train.engine import (GracefulStop, Interrupted, Live, Meter, NonFiniteLoss, autocast, check_finite,
                               config_fingerprint, set_determinism, step_seed)
 from vtp.train.optim import build_optimizer, lr_at, set_lr
-from vtp.train.samples import save_reconstruction_grid
+from vtp.train.samples import save_reconstruction_grid, validation_images
 from vtp.train.setup import local_micro_batch
 
 
@@ -77,6 +77,7 @@ def _train(cfg: Config, info: vdist.DistInfo, resume: bool, loader: Loader | Non
         if json.loads((path / "state.json").read_text()).get("fingerprint") == fingerprint:
             step = ckpt.load(path, modules, optims)["step"]
             log.info("resumed stage 2 from %s", path)
+    grid_images = validation_images(cfg) if loader is None else next(loader(cfg.seed))["image"][:8]
     loader = loader or webdataset_loader(cfg, micro, info.rank, info.world_size)
     batches = stream(loader, cfg.seed + 1, step * tc.grad_accum)
     record = RunRecord(out, "decoder-gan", to_dict(cfg), cfg.seed, source=str(src)) if info.is_main else None
@@ -123,7 +124,7 @@ def _train(cfg: Config, info: vdist.DistInfo, resume: bool, loader: Loader | Non
                 last = {**means, "images_per_s": ips}
                 live.log(step, last)
             if step % tc.image_every == 0 and info.is_main:
-                live.log_image("reconstruction.png", save_reconstruction_grid(tok, cfg, out, step))
+                live.log_image("reconstruction.png", save_reconstruction_grid(tok, grid_images, out, step))
             if step % tc.checkpoint_every == 0 or step == gc.steps or stop.requested(dev):
                 ckpt.save(out / "checkpoints", step, modules, optims, {"fingerprint": fingerprint},
                           tc.keep_checkpoints)

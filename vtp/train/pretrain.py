@@ -29,8 +29,8 @@ from vtp.train.engine import (GracefulStop, Interrupted, Live, Meter, NonFiniteL
                               config_fingerprint, generator, measure_matmul_flops, set_determinism, step_seed)
 from vtp.train.objectives import SSLTargets, Subset, VTPObjective
 from vtp.train.optim import build_optimizer, ema_momentum_at, lr_at, set_lr, teacher_temp_at
-from vtp.train.samples import save_reconstruction_grid
-from vtp.train.setup import freeze_unused, local_micro_batch, wrap_model
+from vtp.train.samples import save_reconstruction_grid, validation_images
+from vtp.train.setup import apply_fsdp, export_tokenizer, freeze_unused, local_micro_batch, wrap_model
 
 
 def run_pretrain(cfg: Config, stage: str = "pretrain", resume: bool = True, loader: Loader | None = None) -> dict:
@@ -65,6 +65,9 @@ class Pretrainer:
         self.teacher = EMATeacher(self.tok).to(info.device) if cfg.loss.ssl else None
         self.views = MultiCropViews(cfg.aug, spec.patch) if cfg.loss.ssl else None
         self.model = wrap_model(self.objective, cfg, info)
+        self.fsdp = cfg.train.fsdp and info.distributed
+        if self.fsdp and self.teacher is not None:  # shard like the student so the EMA pairs equal shards
+            self.teacher = apply_fsdp(self.teacher, forward_only=True)
         self.optimizer = build_optimizer(self.objective, tc)
         self.subsets = cfg.batch_subsets()
         self.fingerprint = config_fingerprint(cfg)
@@ -75,6 +78,9 @@ class Pretrainer:
         elif info.is_main and self.ckpt_dir.exists():
             self._set_aside("--fresh")
         self.loader = loader or webdataset_loader(cfg, self.micro, info.rank, info.world_size)
+        # Grids show the same images all run: validation images, or (for a loader passed in, e.g. in-memory
+        # data) the first images that loader yields.
+        self.grid_images = (validation_images(cfg) if loader is None else next(loader(cfg.seed))["image"][:8])
 
     # -- checkpoints ----------------------------------------------------------------------------------------------
     def _modules(self) -> dict[str, nn.Module]:
@@ -199,7 +205,9 @@ class Pretrainer:
         out["grad_norm"] = float(grad_norm)
         out["lr"] = self.optimizer.param_groups[0]["lr"]
         if self.tok.logit_scale is not None and self.cfg.loss.clip:
-            out["clip_temperature"] = float(1.0 / self.tok.logit_scale.detach().exp())
+            log_scale = self.tok.logit_scale.detach()
+            log_scale = log_scale.full_tensor() if hasattr(log_scale, "full_tensor") else log_scale  # FSDP shard
+            out["clip_temperature"] = float(1.0 / log_scale.exp())
         return out
 
     # -- the loop -------------------------------------------------------------------------------------------------
@@ -232,9 +240,16 @@ class Pretrainer:
                         last = {**means, "images_per_s": ips, "flops_per_s": achieved, "mfu": achieved / peak}
                         live.log(self.step, last)
                         if hasattr(bar, "set_postfix"):
-                            bar.set_postfix(loss=f"{means['loss']:.3f}", ips=f"{ips:.0f}")
-                if self.step % tc.image_every == 0 and info.is_main:
-                    live.log_image("reconstruction.png", save_reconstruction_grid(self.tok, cfg, self.out, self.step))
+                            bar.set_postfix(loss=f"{means['loss']:.3f}", ips=f"{ips:.0f}", refresh=False)
+                # Under FSDP every rank takes part (the blocks all-gather their shards); rank 0 writes.
+                if self.step % tc.image_every == 0 and (info.is_main or self.fsdp):
+                    if self.fsdp:  # the grid calls encode/decode, not forward: gather the root's shards first
+                        self.model.unshard()
+                    grid = save_reconstruction_grid(self.tok, self.grid_images, self.out, self.step,
+                                                    write=info.is_main)
+                    if self.fsdp:
+                        self.model.reshard()
+                    live.log_image("reconstruction.png", grid)
                 if self.step % tc.checkpoint_every == 0 and self.step < tc.steps:
                     self.save()
                 if stop.requested(info.device):
@@ -248,8 +263,9 @@ class Pretrainer:
                    "flops_per_step": self.flops_per_step, "total_flops": (self.flops_per_step or 0) * tc.steps,
                    "peak_flops": peak, "peak_source": "declared" if tc.peak_tflops else "measured fp32 matmul",
                    "flops_convention": "2 x MACs, forward+backward, measured by torch.utils.flop_counter", **last}
+        final = export_tokenizer(self.objective, self.fsdp)  # collective under FSDP
         if info.is_main:
-            self.tok.save_pretrained(self.out)
+            final.save_pretrained(self.out)
             (self.out / "metrics.json").write_text(json.dumps(metrics, indent=2))
             record.finish(metrics=metrics)
         live.close()

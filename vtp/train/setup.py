@@ -55,12 +55,14 @@ def apply_checkpointing(model: nn.Module) -> None:
     apply_activation_checkpointing(model, check_fn=lambda m: id(m) in blocks)
 
 
-def apply_fsdp(model: nn.Module) -> nn.Module:
+def apply_fsdp(model: nn.Module, forward_only: bool = False) -> nn.Module:
+    """FSDP2: one unit per transformer block plus the root. A forward-only model (the EMA teacher) must also
+    reshard its root after forward, or the EMA update would meet unsharded root parameters."""
     from torch.distributed.fsdp import fully_shard
 
     for block in transformer_blocks(model):
         fully_shard(block)
-    fully_shard(model)
+    fully_shard(model, reshard_after_forward=True if forward_only else None)
     return model
 
 
@@ -75,3 +77,21 @@ def wrap_model(model: nn.Module, cfg: Config, info: vdist.DistInfo) -> nn.Module
     if cfg.train.compile:
         model = torch.compile(model)
     return model
+
+
+def export_tokenizer(objective: nn.Module, sharded: bool) -> nn.Module | None:
+    """The objective's tokenizer with full, unsharded weights for `save_pretrained` (a collective under FSDP;
+    ranks other than 0 get None)."""
+    tok = objective.tok
+    if not sharded:
+        return tok
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    from vtp.models.tokenizer import Tokenizer
+
+    full = get_model_state_dict(objective, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if not full:  # with cpu_offload only rank 0 receives the gathered tensors
+        return None
+    plain = Tokenizer.from_spec(tok.spec, bottleneck_ae_only=tok.bottleneck_ae_only, clip_feature=tok.clip_feature)
+    plain.load_state_dict({k.removeprefix("tok."): v for k, v in full.items() if k.startswith("tok.")})
+    return plain
