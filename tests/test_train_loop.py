@@ -10,8 +10,7 @@ from safetensors.torch import load_file
 
 from vtp.models.tokenizer import Tokenizer
 from vtp.train.engine import NonFiniteLoss
-from vtp.train.objectives import VTPObjective
-from vtp.train.pretrain import run_pretrain
+from vtp.train.pretrain import Pretrainer, run_pretrain
 from train_utils import tiny_config, tiny_loader
 
 MIXES = {"ae": ["loss.clip=false", "loss.ssl=false"], "clip+ae": ["loss.ssl=false"],
@@ -53,18 +52,17 @@ def test_unused_parts_get_no_gradient_and_stay_put(tmp_path):
 
 
 def _poison(monkeypatch, at_step: int, term: str = "l1"):
-    calls = {"n": 0}
-    original = VTPObjective.forward
+    """Make `term` NaN in the training micro-step of optimizer step `at_step` (and only there)."""
+    original = Pretrainer._micro_step
 
-    def forward(self, *args, **kwargs):
+    def micro_step(self, *args, **kwargs):
         parts = original(self, *args, **kwargs)
-        calls["n"] += 1
-        if calls["n"] == at_step + 1:
+        if self.step == at_step:
             parts[term] = parts[term] * float("nan")
             parts["loss"] = parts["loss"] + parts[term]
         return parts
 
-    monkeypatch.setattr(VTPObjective, "forward", forward)
+    monkeypatch.setattr(Pretrainer, "_micro_step", micro_step)
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
