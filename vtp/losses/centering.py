@@ -84,3 +84,23 @@ class TeacherCentering(nn.Module):
         stats = _all_reduce(stats)  # one collective: the sums and the row count together
         if stats[-1] > 0:
             self.center.mul_(self.momentum).add_(stats[:-1] / stats[-1], alpha=1.0 - self.momentum)
+
+
+class PrototypeLoss(nn.Module):
+    """What DINO and iBOT share: the student temperature and the teacher targets (with their centre state)."""
+
+    def __init__(self, prototypes: int, student_temp: float = 0.1, centering: Centering = "sinkhorn",
+                 center_momentum: float = 0.9):
+        super().__init__()
+        if student_temp <= 0:
+            raise ValueError(f"student_temp = {student_temp}: must be > 0")
+        self.student_temp = student_temp
+        self.centering = TeacherCentering(prototypes, centering, center_momentum)
+
+    def teacher_probs(self, teacher_logits: Tensor, teacher_temp: float) -> Tensor:
+        """(N, K) teacher logits -> (N, K) targets, without a graph."""
+        return self.centering.probs(teacher_logits, teacher_temp)
+
+    def update_center(self, teacher_logits: Tensor) -> None:
+        """EMA of the teacher logits' mean (all-reduced); the targets use it only with softmax centering."""
+        self.centering.update(teacher_logits)

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from vtp.losses.centering import Centering, TeacherCentering
+from vtp.losses.centering import PrototypeLoss
 
 
-class DINOLoss(nn.Module):
+class DINOLoss(PrototypeLoss):
     """Cross-entropy between the teacher's targets for the global views and the student's view of every crop.
 
     `forward(student_logits, teacher_probs)`:
@@ -19,22 +19,6 @@ class DINOLoss(nn.Module):
     the loss is the mean over those pairs of the batch-mean `-sum_k p_t log softmax(s / student_temp)`.
     With 2 global and n local crops that is 2 + 2n pairs, the average DINOv2 takes.
     """
-
-    def __init__(self, prototypes: int, student_temp: float = 0.1, centering: Centering = "sinkhorn",
-                 center_momentum: float = 0.9):
-        super().__init__()
-        if student_temp <= 0:
-            raise ValueError(f"student_temp = {student_temp}: must be > 0")
-        self.student_temp = student_temp
-        self.centering = TeacherCentering(prototypes, centering, center_momentum)
-
-    def teacher_probs(self, teacher_logits: Tensor, teacher_temp: float) -> Tensor:
-        """(N, K) teacher logits (all global views stacked) -> (N, K) targets, without a graph."""
-        return self.centering.probs(teacher_logits, teacher_temp)
-
-    def update_center(self, teacher_logits: Tensor) -> None:
-        """EMA of the teacher logits' mean (all-reduced); the targets use it only with softmax centering."""
-        self.centering.update(teacher_logits)
 
     def forward(self, student_logits: list[Tensor], teacher_probs: list[Tensor]) -> Tensor:
         n_views = len(teacher_probs)

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from vtp.losses.centering import Centering, TeacherCentering
+from vtp.losses.centering import PrototypeLoss
 
 
-class IBOTLoss(nn.Module):
+class IBOTLoss(PrototypeLoss):
     """Cross-entropy between teacher targets and student predictions at the masked patches of the global crops.
 
     `forward(student_logits (M, K), teacher_probs (M, K), sample_index (M,), n_samples)`: row m is a masked patch
@@ -16,21 +16,6 @@ class IBOTLoss(nn.Module):
     values are averaged over all `n_samples` images; an image without masked patches counts as zero, as in
     DINOv2, so the loss scale follows the masking probability.
     """
-
-    def __init__(self, prototypes: int, student_temp: float = 0.1, centering: Centering = "sinkhorn",
-                 center_momentum: float = 0.9):
-        super().__init__()
-        if student_temp <= 0:
-            raise ValueError(f"student_temp = {student_temp}: must be > 0")
-        self.student_temp = student_temp
-        self.centering = TeacherCentering(prototypes, centering, center_momentum)
-
-    def teacher_probs(self, masked_teacher_logits: Tensor, teacher_temp: float) -> Tensor:
-        """(M, K) teacher logits at the masked patches -> (M, K) targets, without a graph."""
-        return self.centering.probs(masked_teacher_logits, teacher_temp)
-
-    def update_center(self, masked_teacher_logits: Tensor) -> None:
-        self.centering.update(masked_teacher_logits)
 
     def forward(self, student_logits: Tensor, teacher_probs: Tensor, sample_index: Tensor,
                 n_samples: int) -> Tensor:

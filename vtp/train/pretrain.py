@@ -7,6 +7,7 @@ backpropagates; then clip, AdamW step, EMA teacher update. Every random draw is 
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import time
@@ -156,7 +157,7 @@ class Pretrainer:
         temp = teacher_temp_at(self.step, cfg.train.steps, cfg.loss.dino.teacher_temp_warmup,
                                cfg.loss.dino.teacher_temp, cfg.loss.dino.warmup_fraction)
         targets = self._ssl_targets(images, ssl, temp, keys) if ssl is not None else None
-        ctx = self.model.no_sync() if (not sync and isinstance(self.model, DDP)) else _null()
+        ctx = self.model.no_sync() if (not sync and isinstance(self.model, DDP)) else contextlib.nullcontext()
         with ctx:
             with autocast(dev, cfg.train.precision):
                 parts = self.model(images, captions, rec, ssl, targets)
@@ -276,11 +277,3 @@ class Pretrainer:
 def _or_uniform(probs: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """Targets for a placeholder row (its loss weight is 0): any distribution, so the uniform one."""
     return probs if probs.shape[0] == like.shape[0] else torch.full_like(like, 1.0 / like.shape[-1]).float()
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
