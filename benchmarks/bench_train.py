@@ -89,7 +89,7 @@ def main() -> None:
           f"{ours / theirs:.2f} (RoPE and the mask-token path cost what timm's learned pos-embed does not)")
 
     full, flops = step_time(cfg, args.repeats, tmp)
-    peak = measure_matmul_flops(device, n=2048)
+    peak = measure_matmul_flops(device)
     achieved = flops / full
     print(f"(b) VTP step: {full:.3f} s, {flops / 1e9:.1f} GFLOP -> {achieved / 1e9:.1f} GFLOP/s; fp32 matmul "
           f"{peak / 1e9:.1f} GFLOP/s -> MFU {achieved / peak:.1%}")
