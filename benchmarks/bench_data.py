@@ -104,7 +104,7 @@ def bench_loader(tmp: Path, cfg_for) -> list[tuple[str, float, str]]:
     from vtp.data.text import TextTokenizer
     from vtp.data.views import MultiCropViews
 
-    cfg = cfg_for(tmp / "shards", "data.synthetic_train=2048", "data.synthetic_val=64")
+    cfg = cfg_for(tmp / "shards", "data.resolution=64", "data.synthetic_train=2048", "data.synthetic_val=64")
     ingest("synthetic", None, tmp / "shards", cfg.data.dataset, 64, 2, False, cfg)
     step = training_step_rate()
     rows = [("training step consumes (ViT w192 d4 p8, fwd+bwd)", step, "reference")]
