@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("VTP_NO_PROGRESS", "1")
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="vtp-prefect-"))  # never the user's Prefect state
 
 import pytest  # noqa: E402
 

@@ -161,8 +161,14 @@ class Live:
         if enabled:
             from dvclive import Live as DvcLive
 
-            self.live = DvcLive(dir=str(out_dir), resume=resume, save_dvc_exp=False, dvcyaml=None,
-                                report=None)
+            try:
+                self.live = DvcLive(dir=str(out_dir), resume=resume, save_dvc_exp=False, dvcyaml=None,
+                                    report=None)
+            except Exception as e:  # dvclive reads the git HEAD and fails in a repository without commits
+                if "Empty git repo" in str(e):
+                    raise RuntimeError("dvclive needs at least one commit in this git repository: "
+                                       "`git commit` once, then re-run") from e
+                raise
 
     def log(self, step: int, values: dict[str, float]) -> None:
         if self.live is None:
