@@ -109,3 +109,26 @@ def test_changed_configuration_does_not_resume_but_keeps_old_checkpoints(tmp_pat
     assert metrics["step"] == 2
     stale = list((changed.run_dir / "tokenizer").glob("checkpoints.stale-*"))
     assert len(stale) == 1 and (stale[0] / "step-0000002" / "model.safetensors").exists()
+
+
+def test_activation_checkpointing_trains_the_same_weights(tmp_path, monkeypatch):
+    import vtp.models.layers as layers
+
+    calls = {"n": 0}
+    original = layers.checkpoint
+
+    def counting(*args, **kwargs):
+        calls["n"] += 1
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(layers, "checkpoint", counting)
+    plain = tiny_config(tmp_path / "plain", "vtp", steps=2)
+    run_pretrain(plain, resume=False, loader=tiny_loader(plain))
+    assert calls["n"] == 0
+    ckpt = tiny_config(tmp_path / "ckpt", "vtp", "model.grad_checkpointing=true", steps=2)
+    run_pretrain(ckpt, resume=False, loader=tiny_loader(ckpt))
+    assert calls["n"] > 0  # the blocks really were recomputed
+    a = load_file(plain.run_dir / "tokenizer" / "model.safetensors")
+    b = load_file(ckpt.run_dir / "tokenizer" / "model.safetensors")
+    assert a.keys() == b.keys()
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-6

@@ -47,7 +47,7 @@ class SSLTargets:
     masks: Tensor  # (2n, N) bool
     dino_probs: list[Tensor]  # 2 x (n,K)
     ibot_probs: Tensor  # (M,K) for the masked patches, row-major over masks
-    
+
 
 class VTPObjective(nn.Module):
     """Wrap in DDP as a whole: its forward runs all three passes, so one backward syncs every gradient."""

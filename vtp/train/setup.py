@@ -48,13 +48,6 @@ def transformer_blocks(model: nn.Module) -> list[nn.Module]:
     return [m for name, m in model.named_modules() if BLOCK_NAME.search(name)]
 
 
-def apply_checkpointing(model: nn.Module) -> None:
-    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import apply_activation_checkpointing
-
-    blocks = {id(m) for m in transformer_blocks(model)}
-    apply_activation_checkpointing(model, check_fn=lambda m: id(m) in blocks)
-
-
 def apply_fsdp(model: nn.Module, forward_only: bool = False) -> nn.Module:
     """FSDP2: one unit per transformer block plus the root. A forward-only model (the EMA teacher) must also
     reshard its root after forward, or the EMA update would meet unsharded root parameters."""
@@ -67,8 +60,13 @@ def apply_fsdp(model: nn.Module, forward_only: bool = False) -> nn.Module:
 
 
 def wrap_model(model: nn.Module, cfg: Config, info: vdist.DistInfo) -> nn.Module:
-    if cfg.model.grad_checkpointing:
-        apply_checkpointing(model)
+    if cfg.model.grad_checkpointing:  # timm's convention: a model recomputes its own blocks (names unchanged)
+        for m in model.modules():
+            if m is not model and hasattr(m, "set_grad_checkpointing"):
+                m.set_grad_checkpointing(True)
+                break
+        else:
+            raise ValueError(f"model.grad_checkpointing: {type(model).__name__} has no set_grad_checkpointing()")
     if cfg.train.fsdp and info.distributed:
         model = apply_fsdp(model)
     elif info.distributed:
