@@ -70,7 +70,8 @@ class Pretrainer:
         if self.fsdp and self.teacher is not None:  # shard like the student so the EMA pairs equal shards
             self.teacher = apply_fsdp(self.teacher, forward_only=True)
         self.optimizer = build_optimizer(self.objective, tc)
-        self.subsets = cfg.batch_subsets()
+        # Subset sizes per micro-step: an optimizer step's subsets are spread over its grad_accum micro-batches.
+        self.subsets = {k: max(1, round(n / tc.grad_accum)) for k, n in cfg.batch_subsets().items()}
         self.fingerprint = config_fingerprint(cfg)
         self.step, self.skipped, self.samples = 0, 0, 0
         self.flops_per_step: float | None = None
