@@ -7,13 +7,13 @@ from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
-from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
 
 from vtp.config import Config
 from vtp.eval.evaluate import evaluate_tokenizer
 from vtp.eval.fidelity import FeatureSpace
 from vtp.eval.report import SCHEMA, read_report
+from fidelity_fakes import FakeExtractor
 
 NAMES = ["red", "orange", "yellow", "green", "teal", "blue", "violet", "magenta"]
 HUES = torch.arange(len(NAMES)) * 2 * math.pi / len(NAMES)
@@ -21,27 +21,10 @@ PALETTE = torch.stack([HUES.cos(), HUES.sin(), -(HUES.cos() + HUES.sin())], 1) *
 RGB_STATS = "vtp-test-rgb-stats"
 
 
-class RgbStats(FeatureExtractorBase):
+class RgbStats(FakeExtractor):
     """Per-channel mean and std: a cheap feature space that still sees blur (the std drops)."""
 
-    def __init__(self, name, features_list, **kwargs):
-        super().__init__(name, features_list)
-
-    @staticmethod
-    def get_provided_features_list():
-        return ("6",)
-
-    @staticmethod
-    def get_default_feature_layer_for_metric(metric):
-        return "6"
-
-    @staticmethod
-    def can_be_compiled():
-        return False
-
-    @staticmethod
-    def get_dummy_input_for_compile():
-        return torch.zeros(1, 3, 8, 8, dtype=torch.uint8)
+    DIM = "6"
 
     def forward(self, x):
         x = x.double() / 255

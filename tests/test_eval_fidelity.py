@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 import torch_fidelity
 from PIL import Image
-from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
 
 from vtp.data.synthetic import sample
@@ -17,35 +16,22 @@ from vtp.eval import fidelity
 from vtp.eval.effnet_extractor import EfficientNetLite0Extractor, effnetlite0_weights
 from vtp.eval.fidelity import FeatureSpace, find_inception_weights, frechet, resolve_feature_space
 from vtp.eval.image_metrics import from_uint8, to_uint8
+from fidelity_fakes import FakeExtractor
 
 TINY = "vtp-test-tiny-conv"
 
 
-class TinyConvExtractor(FeatureExtractorBase):
+class TinyConvExtractor(FakeExtractor):
     """A fixed random conv net pooled by spatial mean and std: a cheap, deterministic feature space that sees
     texture (blur lowers the std), for plumbing and direction tests."""
+
+    DIM = "48"
 
     def __init__(self, name, features_list, **kwargs):
         super().__init__(name, features_list)
         g = torch.Generator().manual_seed(0)
         self.w1 = torch.nn.Parameter(torch.randn(16, 3, 3, 3, generator=g) / 5, requires_grad=False)
         self.w2 = torch.nn.Parameter(torch.randn(24, 16, 3, 3, generator=g) / 12, requires_grad=False)
-
-    @staticmethod
-    def get_provided_features_list():
-        return ("48",)
-
-    @staticmethod
-    def get_default_feature_layer_for_metric(metric):
-        return "48"
-
-    @staticmethod
-    def can_be_compiled():
-        return False
-
-    @staticmethod
-    def get_dummy_input_for_compile():
-        return torch.zeros(1, 3, 8, 8, dtype=torch.uint8)
 
     def forward(self, x):
         x = x.float() / 127.5 - 1
