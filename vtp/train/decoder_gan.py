@@ -117,8 +117,9 @@ def _train(cfg: Config, info: vdist.DistInfo, resume: bool, loader: Loader | Non
             opt_g.step()
             opt_d.step()
             step += 1
-            meter.add({k: float(vdist.all_reduce_mean(v.clone())) for k, v in totals.items()} | {"adv_weight": w_adv},
-                      tc.batch_size)
+            names = sorted(totals)  # one collective for every logged term
+            means = vdist.all_reduce_mean(torch.stack([totals[k] for k in names])).tolist()
+            meter.add(dict(zip(names, means)) | {"adv_weight": w_adv}, tc.batch_size)
             if step % tc.log_every == 0 or step == gc.steps:
                 means, ips, _ = meter.flush()
                 last = {**means, "images_per_s": ips}
