@@ -13,7 +13,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export TORCH_HOME ?= $(CURDIR)/.weights/torch
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install demo test test-slow test-all bench clean app
+.PHONY: install lint demo test test-slow test-all bench clean app
 
 install: $(STAMP)
 
@@ -32,7 +32,10 @@ demo: install
 	@echo
 	@echo "Results: runs/<config>/{tokenizer,eval}/  (dvc metrics show / dvc metrics diff to compare)"
 
-test: install
+lint: install
+	$(BIN)/ruff check vtp tests benchmarks
+
+test: install lint
 	$(BIN)/python -m pytest -m "not slow" -q
 
 test-slow: install

@@ -17,8 +17,8 @@ import torch
 
 from vtp import dist as vdist
 from vtp.config import load_config
+from vtp.train.accounting import measure_matmul_flops
 from vtp.train.data import memory_loader, stream
-from vtp.train.engine import measure_matmul_flops
 from vtp.train.pretrain import Pretrainer
 
 
@@ -39,7 +39,7 @@ def make_trainer(cfg, tmp: str) -> tuple[Pretrainer, object]:
     captions = [f"a small shape number {i} on a plain background" for i in range(256)]
     trainer = Pretrainer(cfg, vdist.init_distributed(), resume=False,
                          loader=memory_loader(images, captions, cfg.train.batch_size))
-    return trainer, stream(trainer.loader, 0, 0)
+    return trainer, stream(trainer.make_loader(), 0, 0)
 
 
 def bench_encoder(cfg, repeats: int) -> tuple[float, float]:
@@ -67,8 +67,8 @@ def bench_encoder(cfg, repeats: int) -> tuple[float, float]:
 
 def step_time(cfg, repeats: int, tmp: str) -> tuple[float, float]:
     trainer, batches = make_trainer(cfg, tmp)
-    trainer.flops_per_step = trainer._count_flops(next(batches))
-    return timed(lambda: trainer._train_step(batches), repeats), trainer.flops_per_step
+    trainer._count_flops(next(batches))
+    return timed(lambda: trainer._train_step(batches), repeats), trainer.flops_per_step_device
 
 
 def main() -> None:
@@ -92,7 +92,7 @@ def main() -> None:
     peak = measure_matmul_flops(device)
     achieved = flops / full
     print(f"(b) VTP step: {full:.3f} s, {flops / 1e9:.1f} GFLOP -> {achieved / 1e9:.1f} GFLOP/s; fp32 matmul "
-          f"{peak / 1e9:.1f} GFLOP/s -> MFU {achieved / peak:.1%}")
+          f"{peak / 1e9:.1f} GFLOP/s -> utilisation vs matmul {achieved / peak:.1%}")
 
     parts = {}
     subsets = cfg.batch_subsets()

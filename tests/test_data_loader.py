@@ -51,7 +51,6 @@ def test_batches_hold_the_stored_samples_in_the_library_convention(root):
 def test_every_rank_yields_the_same_number_of_full_batches(root):
     cfg = config(root)
     loaders = [train_loader(cfg, 8, rank=r, world_size=3, batches=9) for r in range(3)]
-    assert len({ld.epoch_batches for ld in loaders}) == 1
     for ld in loaders:
         sizes = [len(b["key"]) for b in ld]
         assert sizes == [8] * 9  # 72 samples > the 60 in the split: the stream goes on past an epoch

@@ -13,6 +13,7 @@ from vtp.config import Config
 from vtp.eval.evaluate import evaluate_tokenizer
 from vtp.eval.fidelity import FeatureSpace
 from vtp.eval.report import SCHEMA, read_report
+
 from fidelity_fakes import FakeExtractor
 
 NAMES = ["red", "orange", "yellow", "green", "teal", "blue", "violet", "magenta"]

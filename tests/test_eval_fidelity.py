@@ -16,6 +16,7 @@ from vtp.eval import fidelity
 from vtp.eval.effnet_extractor import EfficientNetLite0Extractor, effnetlite0_weights
 from vtp.eval.fidelity import FeatureSpace, find_inception_weights, frechet, resolve_feature_space
 from vtp.eval.image_metrics import from_uint8, to_uint8
+
 from fidelity_fakes import FakeExtractor
 
 TINY = "vtp-test-tiny-conv"

@@ -7,8 +7,7 @@ import torch.nn.functional as F
 
 from vtp.config import EvalConfig
 from vtp.eval.probe import ProbeSettings, linear_probe
-from vtp.eval.zeroshot import (TEMPLATE_SETS, chance, class_embeddings, get_templates, topk_correct,
-                               zeroshot_accuracy)
+from vtp.eval.zeroshot import TEMPLATE_SETS, chance, class_embeddings, get_templates, topk_correct, zeroshot_accuracy
 
 CLASSES = ["circle", "square", "triangle", "star", "heart", "ring", "cross", "arrow", "diamond", "crescent"]
 

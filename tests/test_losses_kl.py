@@ -5,7 +5,8 @@ import math
 
 import pytest
 import torch
-from torch.distributions import Normal, kl_divergence as torch_kl
+from torch.distributions import Normal
+from torch.distributions import kl_divergence as torch_kl
 
 from vtp.losses.kl import kl_divergence
 

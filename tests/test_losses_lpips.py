@@ -7,10 +7,10 @@ import lpips
 import numpy as np
 import pytest
 import torch
+from conftest import SHARED
 from PIL import Image
 from torch import nn
 
-from conftest import SHARED
 from vtp.losses.lpips import LPIPS
 from vtp.weights import lpips_state_dict
 

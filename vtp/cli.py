@@ -153,7 +153,8 @@ def ingest(source: Annotated[str, typer.Option(help="synthetic | folder | pairs 
            config: ConfigOpt = None, set_: SetOpt = None, params: ParamsOpt = Path("params.yaml")):
     """Ingest images (and captions, labels) into WebDataset shards + manifest.json."""
     cfg = resolve(config, set_, params)
-    from vtp.data.ingest import SOURCES, ingest as run_ingest
+    from vtp.data.ingest import SOURCES
+    from vtp.data.ingest import ingest as run_ingest
 
     if source not in SOURCES:
         raise UsageError(f"--source {source!r}: allowed: {', '.join(SOURCES)}")
@@ -167,18 +168,45 @@ def ingest(source: Annotated[str, typer.Option(help="synthetic | folder | pairs 
         raise SystemExit(1)
 
 
+FreshOpt = Annotated[bool, typer.Option(help="Set existing checkpoints aside and start over (default: resume).")]
+
+
 @app.command()
 @stage
 def pretrain(config: ConfigOpt = None, set_: SetOpt = None, params: ParamsOpt = Path("params.yaml"),
-             stage_: Annotated[str, typer.Option("--stage", help="pretrain | decoder-gan")] = "pretrain",
-             fresh: Annotated[bool, typer.Option(help="Ignore existing checkpoints (default: resume).")] = False):
-    """Pre-train the tokenizer (stage 1) or fine-tune its decoder with a GAN (stage 2). Resumes by default."""
+             fresh: FreshOpt = False):
+    """Pre-train the tokenizer (stage 1: CLIP + SSL + reconstruction). Resumes by default."""
     cfg = resolve(config, set_, params)
-    if stage_ not in ("pretrain", "decoder-gan"):
-        raise UsageError(f"--stage {stage_!r}: allowed: pretrain, decoder-gan")
     from vtp.train.pretrain import run_pretrain
 
-    run_pretrain(cfg, stage=stage_, resume=not fresh)
+    run_pretrain(cfg, resume=not fresh)
+
+
+@app.command("decoder-gan")
+@stage
+def decoder_gan(config: ConfigOpt = None, set_: SetOpt = None, params: ParamsOpt = Path("params.yaml"),
+                fresh: FreshOpt = False):
+    """Fine-tune the pixel decoder with a GAN, encoder frozen (stage 2). Resumes by default."""
+    cfg = resolve(config, set_, params)
+    from vtp.train.decoder_gan import run_decoder_gan
+
+    run_decoder_gan(cfg, resume=not fresh)
+
+
+@app.command()
+@stage
+def stages(as_json: Annotated[bool, typer.Option("--json")] = False):
+    """List the pipeline's stages: the same names as the subcommands, DVC stages and Prefect tasks."""
+    from dataclasses import asdict
+
+    from vtp.stages import STAGES
+
+    if as_json:
+        typer.echo(json.dumps({k: asdict(v) for k, v in STAGES.items()}, indent=2))
+        return
+    for s in STAGES.values():
+        typer.echo(f"{s.name:12s} {s.summary}\n{'':12s} reads: {', '.join(s.reads)}; "
+                   f"{'per configuration' if s.per_config else 'once'}")
 
 
 @app.command()

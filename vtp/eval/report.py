@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
+
+from vtp.fileio import write_bytes_atomic
 
 SCHEMA = "vtp.eval/1"
 
@@ -45,9 +46,7 @@ def _finite(obj: Any) -> Any:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(_finite(data), indent=2, allow_nan=False) + "\n")
-    os.replace(tmp, path)
+    write_bytes_atomic(path, (json.dumps(_finite(data), indent=2, allow_nan=False) + "\n").encode())
 
 
 def write_report(out_dir: str | Path, doc: dict) -> dict:

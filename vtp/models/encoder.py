@@ -9,6 +9,7 @@ import torch
 from timm.layers import PatchEmbed
 from torch import nn
 
+from vtp.losses.kl import kl_divergence
 from vtp.models.layers import ViTStack, init_vit_weights
 from vtp.models.registry import ViTSpec
 
@@ -82,7 +83,7 @@ class GaussianBottleneck(nn.Module):
     """ViTok: Linear(D -> 2d) gives mean and log-variance of a diagonal Gaussian.
 
     `forward` samples in training mode and returns the mean in eval mode, with the KL to N(0, I) summed over
-    a sample's latent elements and averaged over the batch (the LDM convention, as `vtp.losses.kl`): a
+    a sample's latent elements and averaged over the batch (`vtp.losses.kl`, the LDM convention): a
     scalar. `mode` is the deterministic mean.
     """
 
@@ -98,8 +99,7 @@ class GaussianBottleneck(nn.Module):
         mean, logvar = self.proj(x).float().chunk(2, dim=-1)
         logvar = logvar.clamp(-30.0, 20.0)  # the usual LDM bounds: keeps exp() finite
         z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean) if self.training else mean
-        kl = 0.5 * (mean.square() + logvar.exp() - 1.0 - logvar).flatten(1).sum(1).mean()
-        return z.to(x.dtype), kl
+        return z.to(x.dtype), kl_divergence(mean, logvar)
 
 
 def semantic_features(encoder: VisionEncoder, bottleneck: nn.Module | None, images: torch.Tensor,

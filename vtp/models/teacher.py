@@ -6,6 +6,7 @@ import copy
 import torch
 from torch import nn
 
+from vtp.models.ema import ema_update_
 from vtp.models.encoder import semantic_features
 from vtp.models.tokenizer import Tokenizer
 
@@ -40,17 +41,6 @@ class EMATeacher(nn.Module):
             patches = patches[patch_mask]
         return {"cls_logits": self.dino_head(feats["cls"]), "patch_logits": self.dino_head(patches)}
 
-    @torch.no_grad()
     def update(self, tok: Tokenizer, momentum: float) -> None:
-        """In place, for every teacher parameter: t = m*t + (1-m)*s (fused foreach kernels)."""
-        if not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"EMA momentum: expected a value in [0, 1], got {momentum}")
-        student = dict(tok.named_parameters())
-        names = [n for n, _ in self.named_parameters()]
-        missing = [n for n in names if n not in student]
-        if missing:
-            raise KeyError(f"EMA update: {len(missing)} teacher parameters have no student counterpart (first: "
-                           f"{missing[0]!r}); expected the bare Tokenizer, got a {type(tok).__name__}")
-        teacher = [p for _, p in self.named_parameters()]
-        torch._foreach_mul_(teacher, momentum)
-        torch._foreach_add_(teacher, [student[n].detach() for n in names], alpha=1.0 - momentum)
+        """In place, for every teacher parameter: t = m*t + (1-m)*s, paired by name with the bare Tokenizer."""
+        ema_update_(self, tok, momentum)

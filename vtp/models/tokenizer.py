@@ -10,15 +10,15 @@ from __future__ import annotations
 import functools
 import json
 import math
-import os
 from pathlib import Path
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
+from vtp.fileio import write_bytes_atomic
 from vtp.models.decoder import PixelDecoder
 from vtp.models.encoder import GaussianBottleneck, LinearBottleneck, VisionEncoder, semantic_features
 from vtp.models.heads import DinoHead, build_text_tower
@@ -30,9 +30,9 @@ WEIGHTS, CONFIG = "model.safetensors", "config.json"
 
 @functools.lru_cache(maxsize=4)
 def _bpe(context_length: int):
-    from open_clip.tokenizer import SimpleTokenizer  # the CLIP BPE vocabulary bundled with open_clip
+    from vtp.data.text import TextTokenizer  # the CLIP BPE vocabulary bundled with open_clip
 
-    return SimpleTokenizer(context_length=context_length)
+    return TextTokenizer(context_length)
 
 
 class Tokenizer(nn.Module):
@@ -136,10 +136,8 @@ class Tokenizer(nn.Module):
         config = {"format": "vtp-tokenizer", "version": 1, "spec": spec_to_dict(self.spec),
                   "bottleneck_ae_only": self.bottleneck_ae_only, "clip_feature": self.clip_feature}
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        save_file(state, directory / f"{WEIGHTS}.tmp", metadata={"format": "pt"})
-        (directory / f"{CONFIG}.tmp").write_text(json.dumps(config, indent=2))
-        os.replace(directory / f"{WEIGHTS}.tmp", directory / WEIGHTS)
-        os.replace(directory / f"{CONFIG}.tmp", directory / CONFIG)
+        write_bytes_atomic(directory / WEIGHTS, save(state, metadata={"format": "pt"}))
+        write_bytes_atomic(directory / CONFIG, json.dumps(config, indent=2).encode())
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> Tokenizer:

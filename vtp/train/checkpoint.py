@@ -17,11 +17,16 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
-                                                     get_optimizer_state_dict, set_model_state_dict,
-                                                     set_optimizer_state_dict)
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
 
 from vtp import dist as vdist
+from vtp.fileio import fsync_dir, fsync_tree
 
 STEP_DIR = re.compile(r"^step-(\d{7})$")
 FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
@@ -45,11 +50,19 @@ def _contiguous(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def save(root: Path, step: int, modules: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer],
-         state: dict[str, Any], keep: int) -> Path | None:
-    """Collective (every rank calls it: FSDP gathers full tensors); rank 0 writes."""
+         state: dict[str, Any], keep: int) -> Path:
+    """Collective (every rank calls it: FSDP gathers full tensors); rank 0 writes.
+
+    Files and folder are fsync'd before the rename that publishes them. A step that already has a checkpoint
+    is not written again: training is deterministic, so it would be the same state, and replacing a folder
+    would leave a moment with no complete checkpoint of that step.
+    """
+    final = root / f"step-{step:07d}"
+    if final.is_dir():  # every rank sees the same folder
+        vdist.barrier()
+        return final
     weights = {name: get_model_state_dict(m, options=FULL) for name, m in modules.items()}
     optim = {name: get_optimizer_state_dict(modules[name], opt, options=FULL) for name, opt in optimizers.items()}
-    final = root / f"step-{step:07d}"
     if vdist.get_rank() == 0:
         tmp = root / f".step-{step:07d}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
@@ -58,13 +71,21 @@ def save(root: Path, step: int, modules: dict[str, nn.Module], optimizers: dict[
             save_file(_contiguous(sd), tmp / f"{name}.safetensors")
         torch.save(optim, tmp / "optimizer.pt")
         (tmp / "state.json").write_text(json.dumps({**state, "step": step}, indent=2))
-        if final.exists():  # re-saving the same step (e.g. signal right after a periodic save)
-            shutil.rmtree(final)
+        fsync_tree(tmp)
         os.replace(tmp, final)
+        fsync_dir(root)
         for _, old in step_dirs(root)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     vdist.barrier()
     return final
+
+
+def read_state(path: Path) -> dict | None:
+    """A checkpoint's state.json, or None when it cannot be read (then it is not resumed from)."""
+    try:
+        return json.loads((path / "state.json").read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def load(path: Path, modules: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer]) -> dict:

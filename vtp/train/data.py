@@ -10,7 +10,7 @@ import itertools
 from typing import Callable, Iterator
 
 from vtp.config import Config
-from vtp.train.engine import step_seed
+from vtp.train.runtime import step_seed
 
 CHUNK = 1000
 

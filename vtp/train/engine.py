@@ -1,197 +1,248 @@
-"""Pieces every training loop shares (VTP pretraining now, DiT training later): precision, seeding, signals,
-non-finite handling, throughput/FLOP accounting and rank-0 metric logging. No model knowledge here."""
+"""The one training loop. A stage subclasses `Trainer` and supplies only what is its own: the modules it trains
+and checkpoints, their optimizers, one micro-step (forward + backward), the update after it, and its export.
+
+The engine owns everything else, the same for every stage: resume from the last checkpoint whose fingerprint
+matches (or set the old checkpoints aside, never deleting them), the collective stop decision (every rank
+checkpoints the same step and exits together), the NaN policy (a skipped step restores the buffers it touched,
+e.g. the DINO centres), FLOP and MFU accounting per device, dvclive, checkpoint cadence and pruning, `run.json`,
+and the final `metrics.json`.
+"""
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
-import math
-import os
-import signal
+import shutil
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import torch
-from torch import Tensor
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from vtp import dist as vdist
-from vtp.config import Config
-from vtp.log import log
+from vtp.config import Config, ConfigError, to_dict
+from vtp.fileio import write_json_atomic
+from vtp.log import log, progress
+from vtp.runinfo import RunRecord
+from vtp.stages import get_stage
+from vtp.train import checkpoint as ckpt
+from vtp.train.accounting import Meter, device_peak, utilisation
+from vtp.train.data import Loader, stream
+from vtp.train.live import Live
+from vtp.train.runtime import GracefulStop, Interrupted, NonFiniteLoss, first_non_finite, set_determinism, uses_bf16
 
-# Fields that change how a run is observed, not what it computes: changing them keeps the run resumable.
-OPERATIONAL = {"train": {"checkpoint_every", "keep_checkpoints", "log_every", "image_every", "nan_policy",
-                         "peak_tflops", "compile"}, "eval": None, "runs_root": None, "name": None}
-
-
-class NonFiniteLoss(RuntimeError):
-    pass
-
-
-class Interrupted(RuntimeError):
-    pass
+FLOPS_CONVENTION = "2 x MACs, forward + backward, counted by torch.utils.flop_counter on one real micro-step"
 
 
-def config_fingerprint(cfg: Config) -> str:
-    """Hash of everything that determines the trained weights; a checkpoint only resumes a matching run."""
-    data = cfg.model_dump(mode="json")
-    for key, fields in OPERATIONAL.items():
-        if fields is None:
-            data.pop(key, None)
-        else:
-            data[key] = {k: v for k, v in data[key].items() if k not in fields}
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+def local_micro_batch(cfg: Config, world_size: int) -> int:
+    per = world_size * cfg.train.grad_accum
+    if cfg.train.batch_size % per:
+        raise ConfigError(f"train.batch_size = {cfg.train.batch_size}: must be divisible by world size x grad_accum "
+                          f"= {world_size} x {cfg.train.grad_accum}")
+    return cfg.train.batch_size // per
 
 
-def autocast(device: torch.device, precision: str):
-    """bf16 autocast on CUDA (or when asked for explicitly); fp32 elsewhere."""
-    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
-    if not use_bf16:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16)
+class Trainer:
+    stage: str  # the registry name: the `vtp` subcommand, the DVC stage, the Prefect task
+    data_seed_offset = 0  # a stage reading the same shards as another draws its own order
 
+    def __init__(self, cfg: Config, info: vdist.DistInfo, out: Path, total_steps: int, resume: bool):
+        self.cfg, self.info, self.out, self.total_steps, self.resume = cfg, info, Path(out), total_steps, resume
+        self.ckpt_dir = self.out / "checkpoints"
+        self.fingerprint = get_stage(self.stage).fingerprint(cfg)
+        self.micro = local_micro_batch(cfg, info.world_size)
+        self.step, self.skipped, self.samples = 0, 0, 0
+        self.flops_per_step_device: float | None = None
+        self.flops_per_step: float | None = None
+        self.sharded_root: nn.Module | None = None  # an FSDP2 root, unsharded around save_images
+        set_determinism(cfg.train.deterministic)
+        torch.manual_seed(cfg.seed)  # identical initial weights on every rank
 
-def set_determinism(deterministic: bool) -> None:
-    if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    elif torch.cuda.is_available():
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    # -- what a stage supplies ------------------------------------------------------------------------------------
+    def modules(self) -> dict[str, nn.Module]:
+        """The bare (unwrapped) modules a checkpoint holds, by file name."""
+        raise NotImplementedError
 
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """Each optimizer under the name of the module (in `modules()`) it updates."""
+        raise NotImplementedError
 
-def step_seed(seed: int, *keys: int) -> int:
-    """A 63-bit seed from (seed, step, micro-step, ...): every random draw is a function of where it happens, so a
-    resumed run and an uninterrupted one draw the same numbers, and no RNG state needs checkpointing."""
-    digest = hashlib.blake2b(repr((seed, *keys)).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") >> 1
+    def make_loader(self) -> Loader:
+        raise NotImplementedError
 
+    def before_step(self) -> None:
+        """Schedules for `self.step` (learning rates, ramps)."""
 
-def generator(seed: int, *keys: int, device: str | torch.device = "cpu") -> torch.Generator:
-    return torch.Generator(device=device).manual_seed(step_seed(seed, *keys))
+    def micro_step(self, batch: dict, micro: int, sync: bool) -> dict[str, torch.Tensor]:
+        """Forward + backward of one micro-batch; returns the detached terms, `loss` among them."""
+        raise NotImplementedError
 
+    def update(self) -> dict[str, float]:
+        """Clip, step the optimizers, EMA; returns scalars to log (learning rate, gradient norm, ...)."""
+        raise NotImplementedError
 
-class GracefulStop:
-    """Turns SIGTERM/SIGINT into a flag the loop checks after each step (torchrun allows 30 s before SIGKILL),
-    so the run checkpoints and exits instead of dying mid-write."""
+    def save_images(self, step: int) -> list[tuple[str, Path]]:
+        """Called on every rank every `train.image_every` steps; returns (name, png) pairs to log."""
+        return []
 
-    def __init__(self):
-        self.signal: int | None = None
-        self._previous: dict[int, Any] = {}
+    def export(self, metrics: dict) -> None:
+        """Write the trained model into `self.out` (collective under FSDP; rank 0 writes)."""
+        raise NotImplementedError
 
-    def __enter__(self) -> "GracefulStop":
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            self._previous[sig] = signal.signal(sig, self._handle)
-        return self
+    def describe(self) -> str:
+        return ""
 
-    def _handle(self, signum, frame) -> None:
-        if self.signal is not None:  # second signal: stop now
-            raise KeyboardInterrupt
-        self.signal = signum
-        log.warning("received %s: will checkpoint after this step and exit", signal.Signals(signum).name)
+    # -- checkpoints ----------------------------------------------------------------------------------------------
+    def _set_aside(self, why: str) -> None:
+        stale = self.ckpt_dir.with_name(f"checkpoints.stale-{time.strftime('%Y%m%d-%H%M%S')}")
+        log.warning("%s: moving existing checkpoints to %s (nothing is deleted)", why, stale)
+        shutil.move(self.ckpt_dir, stale)
 
-    def requested(self, device: torch.device) -> bool:
-        """Collective: all ranks stop together if any rank was signalled."""
-        flag = torch.tensor(float(self.signal is not None), device=device)
-        return bool(vdist.all_reduce_sum(flag).item() > 0)
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
-def check_finite(parts: dict[str, Tensor], step: int, device: torch.device) -> str | None:
-    """Name of the first non-finite term on any rank, or None. Collective, so every rank agrees."""
-    names = sorted(parts)
-    bad = torch.tensor([0.0 if torch.isfinite(parts[n].detach()).all() else 1.0 for n in names], device=device)
-    bad = vdist.all_reduce_sum(bad)
-    for n, b in zip(names, bad.tolist()):
-        if b > 0 and n != "loss":
-            return n
-    return "loss" if bad[names.index("loss")] > 0 else None
-
-
-def measure_matmul_flops(device: torch.device, n: int = 2048, reps: int = 8) -> float:
-    """fp32 matmul FLOP/s in this process, the best of `reps` (a busy machine only slows some of them): the
-    reference 'peak' for MFU when no peak is declared."""
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
-    best = float("inf")
-    for _ in range(reps + 1):  # the first is a warm-up
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        a @ b
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best
-
-
-class Meter:
-    """Running means of logged scalars between log points, plus images/s."""
-
-    def __init__(self):
-        self.sums: dict[str, float] = {}
-        self.count = 0
-        self.images = 0
-        self.t0 = time.perf_counter()
-
-    def add(self, parts: dict[str, float], images: int) -> None:
-        for k, v in parts.items():
-            self.sums[k] = self.sums.get(k, 0.0) + v
-        self.count += 1
-        self.images += images
-
-    def flush(self) -> tuple[dict[str, float], float, float]:
-        elapsed = max(time.perf_counter() - self.t0, 1e-9)
-        means = {k: v / max(self.count, 1) for k, v in self.sums.items()}
-        out = (means, self.images / elapsed, elapsed / max(self.count, 1))
-        self.__init__()
-        return out
-
-
-class Live:
-    """dvclive on rank 0 only; other ranks get no-ops. Steps are set explicitly so a resumed run overwrites
-    nothing and continues its curves."""
-
-    def __init__(self, out_dir: Path, resume: bool, enabled: bool):
-        self.live = None
-        if enabled:
-            from dvclive import Live as DvcLive
-
-            try:
-                self.live = DvcLive(dir=str(out_dir), resume=resume, save_dvc_exp=False, dvcyaml=None,
-                                    report=None)
-            except Exception as e:  # dvclive reads the git HEAD and fails in a repository without commits
-                if "Empty git repo" in str(e):
-                    raise RuntimeError("dvclive needs at least one commit in this git repository: "
-                                       "`git commit` once, then re-run") from e
-                raise
-
-    def log(self, step: int, values: dict[str, float]) -> None:
-        if self.live is None:
+    def _prepare_checkpoints(self) -> None:
+        """Resume from the latest matching checkpoint, or set the existing ones aside (fresh or changed run)."""
+        ckpt.clean_partial(self.ckpt_dir)
+        path = ckpt.latest(self.ckpt_dir)
+        saved = ckpt.read_state(path) if path is not None else None
+        if saved is not None and self.resume and saved.get("fingerprint") == self.fingerprint:
+            state = ckpt.load(path, self.modules(), self.optimizers())
+            self.step, self.skipped, self.samples = state["step"], state["skipped_steps"], state["samples_seen"]
+            log.info("resumed from %s (step %d)", path, self.step)
             return
-        self.live.step = step
-        for k, v in values.items():
-            if v is not None and math.isfinite(v):
-                self.live.log_metric(k, v)
-        self.live.next_step()
+        vdist.barrier()  # every rank has read the folder before rank 0 moves it
+        if path is not None and self.info.is_main:
+            self._set_aside("--fresh" if not self.resume else f"configuration changed since {path.name}")
+        vdist.barrier()
 
-    def log_image(self, name: str, path: Path) -> None:
-        if self.live is not None:
-            self.live.log_image(name, str(path))
+    def save(self) -> None:
+        state = {"fingerprint": self.fingerprint, "stage": self.stage, "config": self.cfg.name,
+                 "skipped_steps": self.skipped, "samples_seen": self.samples}
+        path = ckpt.save(self.ckpt_dir, self.step, self.modules(), self.optimizers(), state,
+                         self.cfg.train.keep_checkpoints)
+        log.info("checkpoint %s", path)
 
-    def close(self) -> None:
-        if self.live is not None:
-            self.live.end()
+    # -- one optimizer step ---------------------------------------------------------------------------------------
+    def _buffers(self) -> list[torch.Tensor]:
+        return [b for m in self.modules().values() for b in m.buffers()]
 
+    def _count_flops(self, batch: dict) -> None:
+        """FLOPs of one optimizer step, counted on a real micro-step whose effects are then undone (the counter
+        may decompose fused kernels, so the counted pass must not be the one that trains)."""
+        saved = [b.clone() for b in self._buffers()]
+        with FlopCounterMode(display=False) as counter:
+            self.micro_step(batch, 0, sync=True)
+        for b, s in zip(self._buffers(), saved):
+            b.copy_(s)
+        self._zero_grad()
+        self.flops_per_step_device = float(counter.get_total_flops()) * self.cfg.train.grad_accum
+        total = torch.tensor(self.flops_per_step_device, dtype=torch.float64, device=self.info.device)
+        self.flops_per_step = float(vdist.all_reduce_sum(total).item())
 
-def repeat(loader_factory, start_epoch: int) -> Iterator[tuple[int, Any]]:
-    """Yield (epoch, batch) forever from loader_factory(epoch)."""
-    epoch = start_epoch
-    while True:
-        for batch in loader_factory(epoch):
-            yield epoch, batch
-        epoch += 1
+    def _zero_grad(self) -> None:
+        for opt in self.optimizers().values():
+            opt.zero_grad(set_to_none=True)
+
+    def _train_step(self, batches: Iterator[dict]) -> dict[str, float] | None:
+        tc = self.cfg.train
+        micro_batches = [next(batches) for _ in range(tc.grad_accum)]
+        if self.flops_per_step_device is None:
+            self._count_flops(micro_batches[0])
+        self.before_step()
+        self._zero_grad()
+        snapshot = [b.clone() for b in self._buffers()] if tc.nan_policy == "skip" else None
+        totals: dict[str, torch.Tensor] = {}
+        for micro, batch in enumerate(micro_batches):
+            parts = self.micro_step(batch, micro, sync=micro == tc.grad_accum - 1)
+            for k, v in parts.items():
+                totals[k] = totals.get(k, 0.0) + v.detach().float() / tc.grad_accum
+        bad = first_non_finite(totals, self.info.device)
+        if bad is not None:
+            if tc.nan_policy == "stop":
+                raise NonFiniteLoss(f"non-finite {bad} loss at {self.stage} step {self.step}; the last good "
+                                    f"checkpoint in {self.ckpt_dir} is kept (train.nan_policy: skip skips such steps)")
+            log.warning("non-finite %s loss at %s step %d: step skipped", bad, self.stage, self.step)
+            for b, s in zip(self._buffers(), snapshot):  # e.g. the DINO centres the skipped step moved
+                b.copy_(s)
+            self._zero_grad()
+            self.skipped += 1
+            return None
+        logs = self.update()
+        names = sorted(totals)  # one collective for every logged term
+        means = vdist.all_reduce_mean(torch.stack([totals[k] for k in names])).tolist()
+        return {**dict(zip(names, means)), **logs}
+
+    def _images(self, live: Live) -> None:
+        if self.sharded_root is not None:  # the grids call encode/decode, not forward: gather the root first
+            self.sharded_root.unshard()
+        for name, path in self.save_images(self.step):
+            live.log_image(name, path)
+        if self.sharded_root is not None:
+            self.sharded_root.reshard()
+
+    # -- the loop -------------------------------------------------------------------------------------------------
+    def fit(self) -> dict:
+        record = RunRecord(self.out, self.stage, to_dict(self.cfg), self.cfg.seed,
+                           fingerprint=self.fingerprint) if self.info.is_main else None
+        try:
+            metrics = self._fit()
+        except Interrupted as e:
+            if record:
+                record.finish(status="interrupted", error=str(e), step=self.step)
+            raise
+        except BaseException as e:
+            if record:
+                record.finish(status="failed", error=f"{type(e).__name__}: {e}", step=self.step)
+            raise
+        if record:
+            record.finish(metrics=metrics)
+        return metrics
+
+    def _fit(self) -> dict:
+        cfg, tc, info = self.cfg, self.cfg.train, self.info
+        self._prepare_checkpoints()
+        batches = stream(self.make_loader(), cfg.seed + self.data_seed_offset, self.step * tc.grad_accum)
+        live = Live(self.out / "dvclive", resume=self.step > 0, enabled=info.is_main)
+        peak = device_peak(info.device, uses_bf16(info.device, tc.precision), tc.peak_tflops)
+        meter, last, t_start = Meter(), {}, time.perf_counter()
+        log.info("%s %s: %d steps x %d images (%d ranks x %d micro x %d accum)%s", self.stage, cfg.name,
+                 self.total_steps, tc.batch_size, info.world_size, self.micro, tc.grad_accum, self.describe())
+        with GracefulStop() as stop:
+            bar = progress(range(self.step, self.total_steps), total=self.total_steps, initial=self.step,
+                           desc=f"{self.stage} {cfg.name}")
+            for _ in bar:
+                first = self.flops_per_step_device is None
+                out = self._train_step(batches)
+                if first:
+                    meter = Meter()  # the first step also counted FLOPs: keep it out of the throughput
+                self.step += 1
+                self.samples += tc.batch_size
+                if out is not None:
+                    meter.add(out, tc.batch_size)
+                if self.step % tc.log_every == 0 or self.step == self.total_steps:
+                    means, ips, sec = meter.flush()
+                    if means:
+                        last = {**means, "images_per_s": ips, **utilisation(self.flops_per_step_device, sec, peak)}
+                        live.log(self.step, last)
+                        if hasattr(bar, "set_postfix"):
+                            bar.set_postfix(loss=f"{means['loss']:.3f}", ips=f"{ips:.0f}", refresh=False)
+                if self.step % tc.image_every == 0:
+                    self._images(live)
+                stopping = stop.requested(info.device)  # collective: every rank, every step
+                if stopping or (self.step % tc.checkpoint_every == 0 and self.step < self.total_steps):
+                    self.save()
+                if stopping:
+                    live.close()
+                    raise Interrupted(f"{self.stage} stopped by signal at step {self.step}; checkpoint saved, "
+                                      f"re-run the same command to resume")
+        self.save()
+        metrics = {"config": cfg.name, "stage": self.stage, "step": self.step, "samples_seen": self.samples,
+                   "skipped_steps": self.skipped, "wall_s": time.perf_counter() - t_start,
+                   "world_size": info.world_size, "flops_per_step": self.flops_per_step,
+                   "flops_per_step_device": self.flops_per_step_device,
+                   "total_flops": (self.flops_per_step or 0.0) * self.total_steps, "peak_flops_device": peak.flops,
+                   "peak_source": peak.source, "flops_convention": FLOPS_CONVENTION, **last}
+        self.export(metrics)
+        if info.is_main:
+            write_json_atomic(self.out / "metrics.json", metrics)
+        live.close()
+        log.info("%s %s done: %s", self.stage, cfg.name,
+                 {k: round(v, 4) for k, v in last.items() if isinstance(v, float)})
+        return metrics

@@ -6,8 +6,6 @@ import math
 import torch
 from torch import nn
 
-from vtp.config import TrainConfig
-
 # Parameters that are embeddings rather than weights: decaying them toward zero only hurts.
 NO_DECAY_NAMES = ("cls_token", "mask_token", "register", "pos_embed", "positional_embedding", "token_embedding",
                   "logit_scale", "logit_bias")
@@ -25,12 +23,13 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def build_optimizer(model: nn.Module, cfg: TrainConfig, lr: float | None = None) -> torch.optim.AdamW:
-    groups = param_groups(model, cfg.weight_decay)
+def build_optimizer(model: nn.Module, lr: float, betas: tuple[float, float], weight_decay: float) -> torch.optim.AdamW:
+    """AdamW over the model's trainable parameters; the fused kernel on CUDA, foreach elsewhere."""
+    groups = param_groups(model, weight_decay)
     if not any(g["params"] for g in groups):
         raise ValueError("the model has no trainable parameters")
     fused = next(model.parameters()).is_cuda
-    return torch.optim.AdamW(groups, lr=lr or cfg.lr, betas=cfg.betas, fused=fused or None)
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused or None, foreach=None if fused else True)
 
 
 def cosine(start: float, end: float, progress: float) -> float:

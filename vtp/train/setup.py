@@ -10,17 +10,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from vtp import dist as vdist
 from vtp.config import Config, LossConfig
-from vtp.config import ConfigError
 
 BLOCK_NAME = re.compile(r"(^|\.)blocks\.\d+$")
-
-
-def local_micro_batch(cfg: Config, world_size: int) -> int:
-    per = world_size * cfg.train.grad_accum
-    if cfg.train.batch_size % per:
-        raise ConfigError(f"train.batch_size = {cfg.train.batch_size}: must be divisible by world size x grad_accum "
-                          f"= {world_size} x {cfg.train.grad_accum}")
-    return cfg.train.batch_size // per
 
 
 def freeze(*modules: nn.Module | nn.Parameter | None) -> None:

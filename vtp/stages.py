@@ -1,0 +1,93 @@
+"""The stage registry: every stage of the pipeline, under one name everywhere.
+
+A stage's name is its `vtp` subcommand, its DVC stage (`name@<cfg>` when it runs per configuration) and its
+Prefect task. Each entry says which configuration sections it reads (its DVC `params:` and, for a training
+stage, what its checkpoint fingerprint hashes), the code it runs (its DVC `deps:`; a test holds both to
+`dvc.yaml` and to the entry module's import closure), and its inputs and outputs.
+
+Torch-free, so the CLI and the orchestration layers can read it instantly.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    from vtp.config import Config
+
+# Fields that change how a run is carried out or observed, not the weights it computes: changing one keeps a
+# checkpoint resumable. (FSDP vs DDP and activation checkpointing change the arithmetic only within float
+# tolerance; loader workers and the data root change where and how fast bytes arrive, not which.)
+OPERATIONAL = frozenset({
+    "name", "runs_root", "data.root", "data.loader_workers",
+    "model.grad_checkpointing",
+    "train.checkpoint_every", "train.keep_checkpoints", "train.log_every", "train.image_every", "train.nan_policy",
+    "train.peak_tflops", "train.compile", "train.fsdp",
+})
+
+_TRAINING = ("seed", "data", "aug", "model", "loss", "train")
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    summary: str
+    entry: str  # "module:function" taking (cfg, **options)
+    reads: tuple[str, ...]  # top-level configuration keys
+    deps: tuple[str, ...]  # code paths (repository-relative) whose change re-runs the stage
+    inputs: tuple[str, ...]  # path templates: {shards} = data/shards/<dataset>, {run} = runs/<cfg>
+    outputs: tuple[str, ...]
+    per_config: bool = True  # runs once per named configuration (DVC `foreach`)
+
+    def function(self) -> Callable[..., Any]:
+        module, _, attr = self.entry.partition(":")
+        return getattr(importlib.import_module(module), attr)
+
+    def fingerprint(self, cfg: "Config") -> str:
+        """Hash of the sections this stage reads, operational fields left out: a checkpoint resumes only a run
+        with the same fingerprint, and an unrelated section (a DiT setting, an eval option) never changes it."""
+        data = cfg.model_dump(mode="json")
+        relevant = {key: data[key] for key in self.reads}
+        for path in OPERATIONAL:
+            head, _, field = path.partition(".")
+            if field and isinstance(relevant.get(head), dict):
+                relevant[head].pop(field, None)
+            elif not field:
+                relevant.pop(head, None)
+        blob = json.dumps({"stage": self.name, "config": relevant}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def paths(self, cfg: "Config") -> dict[str, list[str]]:
+        fill = {"shards": str(cfg.shard_dir), "run": str(cfg.run_dir)}
+        return {"inputs": [p.format(**fill) for p in self.inputs], "outputs": [p.format(**fill) for p in self.outputs]}
+
+
+_CORE = ("vtp/__init__.py", "vtp/config", "vtp/dist.py", "vtp/fileio.py", "vtp/log.py", "vtp/runinfo.py",
+         "vtp/stages.py")
+
+STAGES: dict[str, Stage] = {s.name: s for s in (
+    Stage("ingest", "images (+ captions, labels) -> WebDataset shards + manifest.json", "vtp.data.ingest:ingest",
+          reads=("seed", "data"), deps=(*_CORE, "vtp/data", "vtp/models/__init__.py", "vtp/models/registry.py"),
+          inputs=(), outputs=("{shards}",), per_config=False),
+    Stage("pretrain", "stage 1: the tokenizer with CLIP + SSL + reconstruction", "vtp.train.pretrain:run_pretrain",
+          reads=_TRAINING, deps=(*_CORE, "vtp/data", "vtp/models", "vtp/losses", "vtp/train", "vtp/weights.py"),
+          inputs=("{shards}",), outputs=("{run}/tokenizer",)),
+    Stage("decoder-gan", "stage 2: the pixel decoder fine-tuned with a GAN, encoder frozen",
+          "vtp.train.decoder_gan:run_decoder_gan", reads=(*_TRAINING, "gan"),
+          deps=(*_CORE, "vtp/data", "vtp/models", "vtp/losses", "vtp/train", "vtp/weights.py"),
+          inputs=("{shards}", "{run}/tokenizer"), outputs=("{run}/tokenizer-gan",)),
+    Stage("evaluate", "reconstruction and understanding metrics of a tokenizer", "vtp.eval.evaluate:run_evaluate",
+          reads=("seed", "data", "eval"),
+          deps=(*_CORE, "vtp/data", "vtp/models", "vtp/losses", "vtp/eval", "vtp/weights.py"),
+          inputs=("{shards}", "{run}/tokenizer"), outputs=("{run}/eval",)),
+)}
+
+
+def get_stage(name: str) -> Stage:
+    try:
+        return STAGES[name]
+    except KeyError:
+        raise KeyError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}") from None
