@@ -55,12 +55,23 @@ def test_configs_are_frozen(params_file):
     ("aug.local_crop_size=20", "aug.local_crop_size", "multiple of the patch size 8"),
     ("loss.batch_ratio=[256,2,1]", "loss.batch_ratio", "less than one image"),
     ("eval.kid_subset_size=5000", "eval.kid_subset_size", "must not exceed eval.num_samples"),
+    ("dit.size=dit-huge", "dit.size", "allowed: dit-1p0b/1"),
+    ("dit.warmup_steps=5000", "dit.warmup_steps", "smaller than steps"),
+    ("sample.cfg_interval=[0.8,0.2]", "sample.cfg_interval", "lo <= hi"),
+    ("sample.solver=rk4", "sample.solver", "'euler', 'heun' or 'dopri5'"),
 ])
 def test_bad_values_name_the_field(params_file, override, field, hint):
     with pytest.raises(ConfigError) as err:
         load_config("vtp", [override], params_file)
     msg = str(err.value)
     assert "\n" not in msg and field in msg and hint in msg, msg
+
+
+def test_dit_patch_must_divide_the_tokenizers_latent_grid(params_file):
+    with pytest.raises(ConfigError) as err:
+        load_config("vtp", ["data.resolution=40", "aug.global_crop_size=40", "dit.size=dit-b/2"], params_file)
+    msg = str(err.value)
+    assert "dit.size = 'dit-b/2'" in msg and "latent grid 5x5" in msg and "model.size 'vtp-cpu-s'" in msg, msg
 
 
 def test_impossible_objective_combinations(params_file):

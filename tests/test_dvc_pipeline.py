@@ -21,6 +21,10 @@ TINY = {
               "image_every": 2},
     "eval": {"num_samples": 16, "kid_subset_size": 8, "probe_train_samples": 32, "probe_epochs": 2,
              "batch_size": 16},
+    "latents": {"batch_size": 32},
+    "dit": {"size": "dit-tiny", "steps": 3, "batch_size": 8, "warmup_steps": 1},
+    "sample": {"num": 10, "batch_size": 10, "steps": 2},
+    "judge": {"epochs": 1, "train_samples": 32, "val_samples": 16, "width": 8},
 }
 
 
@@ -51,7 +55,10 @@ def test_dvc_repro_runs_every_configuration(tmp_path):
         assert (tmp_path / "runs" / cfg / "tokenizer" / "model.safetensors").exists()
         summary = json.loads((tmp_path / "runs" / cfg / "eval" / "summary.json").read_text())
         assert {"psnr", "fd_effnetlite0", "probe_bottleneck_top1"} <= summary.keys()
+        samples = json.loads((tmp_path / "runs" / cfg / "samples" / "metrics.json").read_text())
+        assert samples["count"] == 10 and samples["judge_accuracy"] is not None
     shown = json.loads(run([*dvc, "metrics", "show", "--json"], tmp_path))
     files = next(iter(shown.values()))["data"]
-    assert {"runs/ae/eval/summary.json", "runs/vtp/eval/summary.json"} <= files.keys()
+    assert {"runs/ae/eval/summary.json", "runs/vtp/eval/summary.json", "runs/vtp/dit/metrics.json",
+            "runs/vtp/samples/metrics.json"} <= files.keys()
     assert "up to date" in run([*dvc, "status"], tmp_path) or "unchanged" in run([*dvc, "repro"], tmp_path)

@@ -101,10 +101,10 @@ def models(as_json: Annotated[bool, typer.Option("--json")] = False):
     """List the registered model sizes."""
     from dataclasses import asdict
 
-    from vtp.models.registry import SIZES
+    from vtp.models.registry import DIT_SIZES, SIZES
 
     if as_json:
-        typer.echo(json.dumps({k: asdict(v) for k, v in SIZES.items()}, indent=2))
+        typer.echo(json.dumps({k: asdict(v) for k, v in {**SIZES, **DIT_SIZES}.items()}, indent=2))
         return
     typer.echo(f"{'name':22s} {'encoder (w/d/h)':16s} {'decoder (w/d/h)':16s} {'patch':>5s} {'d':>4s}  extras")
     for name, s in SIZES.items():
@@ -112,29 +112,49 @@ def models(as_json: Annotated[bool, typer.Option("--json")] = False):
         extras = ",".join(x for x, on in (("kl", s.variational), ("text", s.text), ("dino", s.dino)) if on)
         typer.echo(f"{name:22s} {f'{e.width}/{e.depth}/{e.heads}':16s} {f'{d.width}/{d.depth}/{d.heads}':16s} "
                    f"{s.patch:5d} {s.bottleneck_dim:4d}  {extras}")
+    typer.echo(f"\n{'DiT':22s} {'width/depth/heads':16s} {'patch':>5s}")
+    for name, s in DIT_SIZES.items():
+        typer.echo(f"{name:22s} {f'{s.width}/{s.depth}/{s.heads}':16s} {s.patch:5d}")
 
 
 @app.command()
 @stage
 def flops(name: Annotated[str, typer.Argument(help="Registered size name (see `vtp models`).")],
-          resolution: Annotated[int, typer.Option(help="Image side in pixels.")] = 256,
+          resolution: Annotated[int, typer.Option(help="Image side in pixels (tokenizers).")] = 256,
+          latent: Annotated[str, typer.Option(help="Latent C,H,W a DiT runs on (DiT sizes; VTP-L d64 at 256 px: "
+                                              "64,16,16).")] = "64,16,16",
+          classes: Annotated[int, typer.Option(help="Classes a DiT is conditioned on.")] = 1000,
           as_json: Annotated[bool, typer.Option("--json")] = False):
     """Measure parameters, MACs and FLOPs (= 2 x MACs, attention included) per image of each component."""
-    from vtp.models.registry import get_spec
+    from vtp.models.registry import DIT_SIZES, get_spec
 
-    try:
-        spec = get_spec(name)
-    except KeyError as e:
-        raise UsageError(str(e.args[0])) from None
-    if resolution % spec.patch:
-        raise UsageError(f"--resolution {resolution}: must be a multiple of the patch size {spec.patch}")
-    from vtp.models.flops import measure
+    if name in DIT_SIZES:
+        try:
+            c, h, w = (int(v) for v in latent.split(","))
+        except ValueError:
+            raise UsageError(f"--latent {latent!r}: expected C,H,W, e.g. 64,16,16") from None
+        patch = DIT_SIZES[name].patch
+        if h % patch or w % patch:
+            raise UsageError(f"--latent {latent}: the grid must be a multiple of {name}'s patch {patch}")
+        from vtp.models.flops import measure_dit
 
-    report = measure(spec, resolution)
+        report = measure_dit(DIT_SIZES[name], c, (h, w), classes)
+        where = f"on a {c}x{h}x{w} latent"
+    else:
+        try:
+            spec = get_spec(name)
+        except KeyError as e:
+            raise UsageError(f"{e.args[0]}; DiT sizes: {', '.join(DIT_SIZES)}") from None
+        if resolution % spec.patch:
+            raise UsageError(f"--resolution {resolution}: must be a multiple of the patch size {spec.patch}")
+        from vtp.models.flops import measure
+
+        report = measure(spec, resolution)
+        where = f"@ {resolution}px"
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return
-    typer.echo(f"{report['name']} @ {resolution}px ({report['convention']})")
+    typer.echo(f"{report['name']} {where} ({report['convention']})")
     for comp, r in {**report["components"], "total": report["total"]}.items():
         typer.echo(f"  {comp:12s} params {r['params'] / 1e6:9.2f}M  MACs {r['macs'] / 1e9:9.3f}G  "
                    f"FLOPs {r['flops'] / 1e9:9.3f}G")
@@ -223,26 +243,50 @@ def evaluate(config: ConfigOpt = None, set_: SetOpt = None, params: ParamsOpt = 
 
 @app.command()
 @stage
-def latents(config: ConfigOpt = None, set_: SetOpt = None, params: ParamsOpt = Path("params.yaml")):
-    """Encode the dataset into latent shards with channel statistics (for DiT training)."""
-    resolve(config, set_, params)
-    not_built("latents", "latents and DiT")
+def latents(config: ConfigOpt = None, set_: SetOpt = None, params: ParamsOpt = Path("params.yaml"),
+            tokenizer: Annotated[Optional[Path], typer.Option(help="Tokenizer directory (default: "
+                                                              "runs/<cfg>/tokenizer).")] = None):
+    """Encode the training split (as is and flipped) into latent shards with channel statistics."""
+    cfg = resolve(config, set_, params)
+    from vtp.data.encode_latents import run_latents
+
+    run_latents(cfg, tokenizer_dir=tokenizer)
 
 
 @app.command("train-dit")
 @stage
-def train_dit(config: ConfigOpt = None, set_: SetOpt = None, params: ParamsOpt = Path("params.yaml")):
-    """Train a DiT on the tokenizer's latents."""
-    resolve(config, set_, params)
-    not_built("train-dit", "latents and DiT")
+def train_dit(config: ConfigOpt = None, set_: SetOpt = None, params: ParamsOpt = Path("params.yaml"),
+              fresh: FreshOpt = False):
+    """Train a class-conditional DiT on the tokenizer's latents (flow matching). Resumes by default."""
+    cfg = resolve(config, set_, params)
+    from vtp.train.dit import run_train_dit
+
+    run_train_dit(cfg, resume=not fresh)
 
 
 @app.command()
 @stage
-def sample(config: ConfigOpt = None, set_: SetOpt = None, params: ParamsOpt = Path("params.yaml")):
-    """Sample images from a trained DiT through the tokenizer's decoder."""
-    resolve(config, set_, params)
-    not_built("sample", "generation metrics")
+def judge(config: ConfigOpt = None, set_: SetOpt = None, params: ParamsOpt = Path("params.yaml")):
+    """Train the independent judge of samples: a small CNN on the real images' `judge.label`."""
+    cfg = resolve(config, set_, params)
+    from vtp.eval.judge import run_judge
+
+    run_judge(cfg)
+
+
+@app.command()
+@stage
+def sample(config: ConfigOpt = None, set_: SetOpt = None, params: ParamsOpt = Path("params.yaml"),
+           num: Annotated[Optional[int], typer.Option("--num", help="Images (default: sample.num).")] = None,
+           cfg_scale: Annotated[Optional[float], typer.Option("--cfg-scale", help="Guidance scale (default: "
+                                                              "sample.cfg_scale).")] = None):
+    """Sample images from the trained DiT through the tokenizer's decoder: grids per class and an .npz."""
+    cfg = resolve(config, set_, params)
+    if num is not None and num < 1:
+        raise UsageError(f"--num {num}: expected >= 1")
+    from vtp.diffusion.generate import run_sample
+
+    run_sample(cfg, num=num, cfg_scale=cfg_scale)
 
 
 @app.command()

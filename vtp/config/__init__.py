@@ -9,12 +9,14 @@ from vtp.config.base import ConfigError, Section
 from vtp.config.data import AugConfig, DataConfig
 from vtp.config.eval import EvalConfig
 from vtp.config.gan import GanConfig
+from vtp.config.generation import DiTConfig, JudgeConfig, LatentsConfig, SampleConfig
 from vtp.config.load import DEFAULT_PARAMS, config_names, deep_merge, load_config, parse_override, read_params
 from vtp.config.loss import DinoLossConfig, LossConfig
 from vtp.config.model import DropPath, ModelConfig, resolve_spec
 from vtp.config.root import Config, check_combinations, to_dict
 from vtp.config.train import TrainConfig
 
-__all__ = ["AugConfig", "Config", "ConfigError", "DEFAULT_PARAMS", "DataConfig", "DinoLossConfig", "DropPath",
-           "EvalConfig", "GanConfig", "LossConfig", "ModelConfig", "Section", "TrainConfig", "check_combinations",
-           "config_names", "deep_merge", "load_config", "parse_override", "read_params", "resolve_spec", "to_dict"]
+__all__ = ["AugConfig", "Config", "ConfigError", "DEFAULT_PARAMS", "DataConfig", "DiTConfig", "DinoLossConfig",
+           "DropPath", "EvalConfig", "GanConfig", "JudgeConfig", "LatentsConfig", "LossConfig", "ModelConfig",
+           "SampleConfig", "Section", "TrainConfig", "check_combinations", "config_names", "deep_merge", "load_config",
+           "parse_override", "read_params", "resolve_spec", "to_dict"]

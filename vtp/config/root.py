@@ -9,10 +9,11 @@ from vtp.config.base import Section, fail
 from vtp.config.data import AugConfig, DataConfig
 from vtp.config.eval import EvalConfig
 from vtp.config.gan import GanConfig
+from vtp.config.generation import DiTConfig, JudgeConfig, LatentsConfig, SampleConfig
 from vtp.config.loss import LossConfig
 from vtp.config.model import ModelConfig
 from vtp.config.train import TrainConfig
-from vtp.models.registry import SIZES
+from vtp.models.registry import DIT_SIZES, SIZES
 
 
 class Config(Section):
@@ -26,6 +27,10 @@ class Config(Section):
     gan: GanConfig = GanConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
+    latents: LatentsConfig = LatentsConfig()
+    dit: DiTConfig = DiTConfig()
+    sample: SampleConfig = SampleConfig()
+    judge: JudgeConfig = JudgeConfig()
 
     @model_validator(mode="after")
     def _combinations(self):
@@ -83,6 +88,13 @@ def check_combinations(cfg: Config) -> None:
         if n < 1:
             fail("loss.batch_ratio", list(cfg.loss.batch_ratio), f"gives the {k} subset less than one image of "
                  f"train.batch_size = {cfg.train.batch_size}; raise the batch or that objective's share")
+    if cfg.dit.size not in DIT_SIZES:
+        fail("dit.size", cfg.dit.size, f"unknown DiT size; allowed: {', '.join(sorted(DIT_SIZES))}")
+    channels, side, _ = spec.latent_shape(res)
+    if side % DIT_SIZES[cfg.dit.size].patch:
+        fail("dit.size", cfg.dit.size, f"its patch {DIT_SIZES[cfg.dit.size].patch} must divide the tokenizer's "
+             f"latent grid {side}x{side} (model.size {spec.name!r} patch {spec.patch} at data.resolution {res}); "
+             f"choose a /1 size or another resolution")
     if cfg.eval.kid_subset_size > cfg.eval.num_samples:
         fail("eval.kid_subset_size", cfg.eval.kid_subset_size, f"must not exceed eval.num_samples = "
              f"{cfg.eval.num_samples}")

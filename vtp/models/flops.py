@@ -13,6 +13,9 @@ Components (batch of one):
 - dino_head: the DINO head on ONE token; a training step applies it to the CLS of every crop and to
              the masked patches, so multiply by the tokens actually projected.
 `total` sums the components (parameters: the whole model).
+
+`measure_dit` reports one component, `dit`: one forward (one NFE of a sampler, a third of a training step's
+fwd+bwd) on one latent, conditioning included. The DiT paper's "Gflops" are these MACs (DiT-XL/2: 118.6).
 """
 from __future__ import annotations
 
@@ -23,9 +26,10 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from vtp.models.registry import TokenizerSpec
+from vtp.models.registry import DiTSpec, TokenizerSpec
 
 CONVENTION = "flops = 2 x MACs per image, attention included, measured with torch.utils.flop_counter"
+DIT_CONVENTION = "flops = 2 x MACs per latent and forward (one NFE), attention included, torch.utils.flop_counter"
 
 
 def _count(modules: list[nn.Module | nn.Parameter | None], run) -> dict[str, int]:
@@ -70,3 +74,24 @@ def measure(spec: TokenizerSpec, resolution: int) -> dict:
     Semantic heads are measured reading full-width features (bottleneck_ae_only=True, the released VTP).
     """
     return copy.deepcopy(_measure(spec, resolution))
+
+
+@functools.lru_cache(maxsize=64)
+def _measure_dit(spec: DiTSpec, in_channels: int, grid: tuple[int, int], num_classes: int) -> dict:
+    from vtp.models.dit import DiT
+
+    with torch.device("meta"):
+        model = DiT(spec, in_channels, grid, num_classes).eval()
+        x = torch.zeros(1, in_channels, *grid)
+        t = torch.zeros(1)
+        y = torch.zeros(1, dtype=torch.long)
+    comps = {"dit": _count([model], lambda: model(x, t, y))}
+    return {"name": spec.name, "latent": [in_channels, *grid], "convention": DIT_CONVENTION, "components": comps,
+            "total": dict(comps["dit"])}
+
+
+@torch.no_grad()
+def measure_dit(spec: DiTSpec, in_channels: int, grid: int | tuple[int, int], num_classes: int = 1000) -> dict:
+    """{"name", "latent": [C, H, W], "convention", "components": {"dit": {"params", "macs", "flops"}}, "total"}."""
+    grid = (grid, grid) if isinstance(grid, int) else tuple(grid)
+    return copy.deepcopy(_measure_dit(spec, in_channels, grid, num_classes))

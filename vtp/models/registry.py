@@ -101,11 +101,15 @@ VITOK_TOWERS = {"s": vitok_vit(768, 6, 12), "b": vitok_vit(768, 12, 12), "l": vi
 SIZES: dict[str, TokenizerSpec] = {}
 
 
-def register(spec: TokenizerSpec) -> TokenizerSpec:
-    if spec.name in SIZES:
-        raise ValueError(f"model size {spec.name!r} is registered twice")
-    SIZES[spec.name] = spec
+def _add(table: dict, spec, what: str):
+    if spec.name in table:
+        raise ValueError(f"{what} {spec.name!r} is registered twice")
+    table[spec.name] = spec
     return spec
+
+
+def register(spec: TokenizerSpec) -> TokenizerSpec:
+    return _add(SIZES, spec, "model size")
 
 
 # VTP (METHOD.md 1.1): symmetric encoder/decoder, RMSNorm encoder, LayerNorm decoder, d=64, p=16.
@@ -165,3 +169,57 @@ def spec_from_dict(data: dict[str, Any]) -> TokenizerSpec:
     parts = {k: None if data.get(k) is None else _build(cls, data[k], f"spec.{k}")
              for k, cls in nested.items() if k in data}
     return _build(TokenizerSpec, {**data, **parts}, "spec")
+
+
+# ---- DiT generators on tokenizer latents -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DiTSpec:
+    """A LightningDiT size. Latent channels, grid and class count come from the data at build time
+    (`vtp.models.dit.DiT(spec, in_channels, grid, num_classes)`), so one size serves every tokenizer."""
+
+    name: str
+    width: int
+    depth: int
+    heads: int
+    patch: int
+    mlp_ratio: float = 4.0
+    qk_norm: bool = False
+    rope: bool = True
+    rope_base: float = 100.0  # AxialRope (DINOv3 coordinates in [-1, 1]), as the tokenizer's ViTs
+    sincos_pos: bool = True  # LightningDiT adds the fixed 2D sincos embedding even with RoPE
+    class_dropout: float = 0.1  # label dropout: trains the null class used by classifier-free guidance
+
+    @property
+    def head_dim(self) -> int:
+        return self.width // self.heads
+
+    @property
+    def mlp_hidden(self) -> int:
+        """LightningDiT's SwiGLU: 2/3 of int(width * mlp_ratio), not rounded, so 3 matrices cost what DiT's
+        2-matrix GELU MLP does (8 width^2 parameters at ratio 4)."""
+        return int(2 / 3 * int(self.width * self.mlp_ratio))
+
+
+DIT_SIZES: dict[str, DiTSpec] = {}
+
+
+def register_dit(spec: DiTSpec) -> DiTSpec:
+    return _add(DIT_SIZES, spec, "DiT size")
+
+
+# LightningDiT's sizes (METHOD.md 2.4): (width, depth, heads); VTP trains the /1 ones on 16x16x64 latents.
+DIT_TOWERS = {"b": (768, 12, 12), "l": (1024, 24, 16), "xl": (1152, 28, 16)}
+for _key, (_w, _d, _h) in DIT_TOWERS.items():
+    for _p in (1, 2):
+        register_dit(DiTSpec(f"dit-{_key}/{_p}", _w, _d, _h, patch=_p))
+register_dit(DiTSpec("dit-1p0b/1", 1536, 24, 24, patch=1))  # Table 2's 1.0B generator [inferred]
+# CPU sizes: 4x4 / 8x8 latent grids with 8-32 channels, seconds to minutes on two cores.
+register_dit(DiTSpec("dit-tiny", 64, 2, 2, patch=1))
+register_dit(DiTSpec("dit-cpu-s", 192, 6, 3, patch=1))
+
+
+def get_dit_spec(name: str) -> DiTSpec:
+    try:
+        return DIT_SIZES[name]
+    except KeyError:
+        raise KeyError(f"unknown DiT size {name!r}; registered DiT sizes: {', '.join(sorted(DIT_SIZES))}") from None

@@ -35,19 +35,31 @@ def stream(loader: Loader, seed: int, start: int) -> Iterator[dict]:
 
 
 def memory_loader(images, captions: list[str], micro_batch: int, rank: int = 0, world: int = 1) -> Loader:
-    """Batches from tensors already in memory: each seed draws global micro-batches and every rank takes its
-    slice, so the global batch is the same at any world size (tests, debugging, tiny data sets)."""
-    import torch
-
+    """Image-caption batches from tensors already in memory (tests, debugging, tiny data sets)."""
     if len(images) != len(captions):
         raise ValueError(f"{len(images)} images but {len(captions)} captions")
+    return memory_batches({"image": images, "caption": captions}, micro_batch, rank, world,
+                          extra={"labels": {}})
+
+
+def memory_batches(columns: dict, micro_batch: int, rank: int = 0, world: int = 1, extra: dict | None = None
+                   ) -> Loader:
+    """Batches of equal-length columns (tensors or lists) held in memory: each seed draws global micro-batches
+    and every rank takes its slice, so the global batch is the same at any world size."""
+    import torch
+
+    lengths = {k: len(v) for k, v in columns.items()}
+    if len(set(lengths.values())) != 1:
+        raise ValueError(f"columns of different lengths: {lengths}")
+    n = next(iter(lengths.values()))
 
     def make(seed: int) -> Iterator[dict]:
         g = torch.Generator().manual_seed(seed)
         while True:
-            rows = torch.randint(len(images), (micro_batch * world,), generator=g)[rank * micro_batch:
-                                                                                   (rank + 1) * micro_batch]
-            yield {"image": images[rows], "caption": [captions[i] for i in rows.tolist()], "labels": {},
-                   "key": [str(i) for i in rows.tolist()]}
+            rows = torch.randint(n, (micro_batch * world,), generator=g)[rank * micro_batch:
+                                                                         (rank + 1) * micro_batch]
+            batch = {k: v[rows] if isinstance(v, torch.Tensor) else [v[i] for i in rows.tolist()]
+                     for k, v in columns.items()}
+            yield {**batch, **(extra or {}), "key": [str(i) for i in rows.tolist()]}
 
     return make

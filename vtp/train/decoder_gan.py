@@ -22,7 +22,7 @@ from vtp.losses.reconstruction import ReconstructionLoss
 from vtp.models.ema import EMA
 from vtp.models.tokenizer import Tokenizer
 from vtp.train.data import Loader, webdataset_loader
-from vtp.train.engine import Trainer
+from vtp.train.engine import Trainer, run_trainer
 from vtp.train.optim import build_optimizer, lr_at, set_lr
 from vtp.train.runtime import autocast, step_seed
 from vtp.train.samples import save_reconstruction_grid, validation_images
@@ -43,11 +43,7 @@ class DecoderObjective(nn.Module):
 
 
 def run_decoder_gan(cfg: Config, resume: bool = True, loader: Loader | None = None) -> dict:
-    info = vdist.init_distributed()
-    try:
-        return DecoderGanTrainer(cfg, info, resume, loader).fit()
-    finally:
-        vdist.shutdown()
+    return run_trainer(DecoderGanTrainer, cfg, resume, loader)
 
 
 class DecoderGanTrainer(Trainer):

@@ -33,23 +33,28 @@ from vtp.train.runtime import GracefulStop, Interrupted, NonFiniteLoss, first_no
 FLOPS_CONVENTION = "2 x MACs, forward + backward, counted by torch.utils.flop_counter on one real micro-step"
 
 
-def local_micro_batch(cfg: Config, world_size: int) -> int:
-    per = world_size * cfg.train.grad_accum
-    if cfg.train.batch_size % per:
-        raise ConfigError(f"train.batch_size = {cfg.train.batch_size}: must be divisible by world size x grad_accum "
-                          f"= {world_size} x {cfg.train.grad_accum}")
-    return cfg.train.batch_size // per
+def local_micro_batch(batch_size: int, grad_accum: int, world_size: int, section: str = "train") -> int:
+    per = world_size * grad_accum
+    if batch_size % per:
+        raise ConfigError(f"{section}.batch_size = {batch_size}: must be divisible by world size x grad_accum "
+                          f"= {world_size} x {grad_accum}")
+    return batch_size // per
 
 
 class Trainer:
     stage: str  # the registry name: the `vtp` subcommand, the DVC stage, the Prefect task
     data_seed_offset = 0  # a stage reading the same shards as another draws its own order
 
-    def __init__(self, cfg: Config, info: vdist.DistInfo, out: Path, total_steps: int, resume: bool):
+    def __init__(self, cfg: Config, info: vdist.DistInfo, out: Path, total_steps: int, resume: bool,
+                 batch_size: int | None = None, grad_accum: int | None = None, section: str = "train"):
+        """`batch_size` (global, per optimizer step) and `grad_accum` default to `train:`'s; a stage with its own
+        section (the DiT) passes its own. Cadence, precision and the NaN policy always come from `train:`."""
         self.cfg, self.info, self.out, self.total_steps, self.resume = cfg, info, Path(out), total_steps, resume
+        self.batch_size = cfg.train.batch_size if batch_size is None else batch_size
+        self.grad_accum = cfg.train.grad_accum if grad_accum is None else grad_accum
         self.ckpt_dir = self.out / "checkpoints"
         self.fingerprint = get_stage(self.stage).fingerprint(cfg)
-        self.micro = local_micro_batch(cfg, info.world_size)
+        self.micro = local_micro_batch(self.batch_size, self.grad_accum, info.world_size, section)
         self.step, self.skipped, self.samples = 0, 0, 0
         self.flops_per_step_device: float | None = None
         self.flops_per_step: float | None = None
@@ -132,7 +137,7 @@ class Trainer:
         for b, s in zip(self._buffers(), saved):
             b.copy_(s)
         self._zero_grad()
-        self.flops_per_step_device = float(counter.get_total_flops()) * self.cfg.train.grad_accum
+        self.flops_per_step_device = float(counter.get_total_flops()) * self.grad_accum
         total = torch.tensor(self.flops_per_step_device, dtype=torch.float64, device=self.info.device)
         self.flops_per_step = float(vdist.all_reduce_sum(total).item())
 
@@ -141,8 +146,8 @@ class Trainer:
             opt.zero_grad(set_to_none=True)
 
     def _train_step(self, batches: Iterator[dict]) -> dict[str, float] | None:
-        tc = self.cfg.train
-        micro_batches = [next(batches) for _ in range(tc.grad_accum)]
+        tc, accum = self.cfg.train, self.grad_accum
+        micro_batches = [next(batches) for _ in range(accum)]
         if self.flops_per_step_device is None:
             self._count_flops(micro_batches[0])
         self.before_step()
@@ -150,9 +155,9 @@ class Trainer:
         snapshot = [b.clone() for b in self._buffers()] if tc.nan_policy == "skip" else None
         totals: dict[str, torch.Tensor] = {}
         for micro, batch in enumerate(micro_batches):
-            parts = self.micro_step(batch, micro, sync=micro == tc.grad_accum - 1)
+            parts = self.micro_step(batch, micro, sync=micro == accum - 1)
             for k, v in parts.items():
-                totals[k] = totals.get(k, 0.0) + v.detach().float() / tc.grad_accum
+                totals[k] = totals.get(k, 0.0) + v.detach().float() / accum
         bad = first_non_finite(totals, self.info.device)
         if bad is not None:
             if tc.nan_policy == "stop":
@@ -198,12 +203,12 @@ class Trainer:
     def _fit(self) -> dict:
         cfg, tc, info = self.cfg, self.cfg.train, self.info
         self._prepare_checkpoints()
-        batches = stream(self.make_loader(), cfg.seed + self.data_seed_offset, self.step * tc.grad_accum)
+        batches = stream(self.make_loader(), cfg.seed + self.data_seed_offset, self.step * self.grad_accum)
         live = Live(self.out / "dvclive", resume=self.step > 0, enabled=info.is_main)
         peak = device_peak(info.device, uses_bf16(info.device, tc.precision), tc.peak_tflops)
         meter, last, t_start = Meter(), {}, time.perf_counter()
         log.info("%s %s: %d steps x %d images (%d ranks x %d micro x %d accum)%s", self.stage, cfg.name,
-                 self.total_steps, tc.batch_size, info.world_size, self.micro, tc.grad_accum, self.describe())
+                 self.total_steps, self.batch_size, info.world_size, self.micro, self.grad_accum, self.describe())
         with GracefulStop() as stop:
             bar = progress(range(self.step, self.total_steps), total=self.total_steps, initial=self.step,
                            desc=f"{self.stage} {cfg.name}")
@@ -213,9 +218,9 @@ class Trainer:
                 if first:
                     meter = Meter()  # the first step also counted FLOPs: keep it out of the throughput
                 self.step += 1
-                self.samples += tc.batch_size
+                self.samples += self.batch_size
                 if out is not None:
-                    meter.add(out, tc.batch_size)
+                    meter.add(out, self.batch_size)
                 if self.step % tc.log_every == 0 or self.step == self.total_steps:
                     means, ips, sec = meter.flush()
                     if means:
@@ -246,3 +251,12 @@ class Trainer:
         log.info("%s %s done: %s", self.stage, cfg.name,
                  {k: round(v, 4) for k, v in last.items() if isinstance(v, float)})
         return metrics
+
+
+def run_trainer(trainer_cls: type[Trainer], cfg: Config, resume: bool = True, loader: Loader | None = None) -> dict:
+    """Start the process group (torchrun or single process), fit one stage's trainer, and always shut down."""
+    info = vdist.init_distributed()
+    try:
+        return trainer_cls(cfg, info, resume, loader).fit()
+    finally:
+        vdist.shutdown()

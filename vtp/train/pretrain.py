@@ -18,7 +18,7 @@ from vtp import dist as vdist
 from vtp.config import Config
 from vtp.models.tokenizer import Tokenizer
 from vtp.train.data import Loader, webdataset_loader
-from vtp.train.engine import Trainer
+from vtp.train.engine import Trainer, run_trainer
 from vtp.train.objectives import SSLTargets, Subset, VTPObjective
 from vtp.train.optim import build_optimizer, ema_momentum_at, lr_at, set_lr, teacher_temp_at
 from vtp.train.runtime import autocast, generator, step_seed
@@ -27,11 +27,7 @@ from vtp.train.setup import apply_fsdp, export_tokenizer, freeze_unused, wrap_mo
 
 
 def run_pretrain(cfg: Config, resume: bool = True, loader: Loader | None = None) -> dict:
-    info = vdist.init_distributed()
-    try:
-        return Pretrainer(cfg, info, resume, loader).fit()
-    finally:
-        vdist.shutdown()
+    return run_trainer(Pretrainer, cfg, resume, loader)
 
 
 class Pretrainer(Trainer):

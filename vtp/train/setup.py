@@ -50,14 +50,15 @@ def apply_fsdp(model: nn.Module, forward_only: bool = False) -> nn.Module:
     return model
 
 
-def wrap_model(model: nn.Module, cfg: Config, info: vdist.DistInfo) -> nn.Module:
-    if cfg.model.grad_checkpointing:  # timm's convention: a model recomputes its own blocks (names unchanged)
-        for m in model.modules():
-            if m is not model and hasattr(m, "set_grad_checkpointing"):
-                m.set_grad_checkpointing(True)
-                break
-        else:
-            raise ValueError(f"model.grad_checkpointing: {type(model).__name__} has no set_grad_checkpointing()")
+def wrap_model(model: nn.Module, cfg: Config, info: vdist.DistInfo, grad_checkpointing: bool | None = None
+               ) -> nn.Module:
+    """Activation checkpointing (default: `model.grad_checkpointing`), then FSDP2 or DDP, then torch.compile."""
+    if cfg.model.grad_checkpointing if grad_checkpointing is None else grad_checkpointing:
+        # timm's convention: a model recomputes its own blocks (parameter names unchanged)
+        owner = next((m for m in model.modules() if hasattr(m, "set_grad_checkpointing")), None)
+        if owner is None:
+            raise ValueError(f"grad_checkpointing: {type(model).__name__} has no set_grad_checkpointing()")
+        owner.set_grad_checkpointing(True)
     if cfg.train.fsdp and info.distributed:
         model = apply_fsdp(model)
     elif info.distributed:
