@@ -28,7 +28,8 @@ from vtp.train.pretrain import run_pretrain
 from train_utils import REPO, TINY
 
 SETS = [*TINY, "train.steps=2", "data.synthetic_train=96", "data.synthetic_val=32", "data.shard_size=32",
-        "data.shuffle_buffer=16", "loss.clip=false", "loss.ssl=false", "dit.size=dit-tiny", "dit.steps=4", "dit.warmup_steps=1",
+        "data.shuffle_buffer=16", "loss.clip=false", "loss.ssl=false", "dit.size=dit-tiny", "dit.steps=4",
+        "dit.warmup_steps=1",
         "dit.batch_size=8", "dit.ema=0.9", "train.checkpoint_every=2", "latents.batch_size=16",
         "latents.shard_size=40", "judge.epochs=1", "judge.train_samples=96", "judge.val_samples=32",
         "judge.width=8", "sample.num=12", "sample.batch_size=5", "sample.steps=4", "sample.grid_per_class=2"]

@@ -173,3 +173,16 @@ def test_gradient_accumulation_equals_the_full_batch(tmp_path):
     norm_a, norm_b = (json.loads((c.run_dir / "tokenizer" / "metrics.json").read_text())["grad_norm"]
                       for c in (whole, accum))
     assert abs(norm_a - norm_b) < 1e-4 * norm_a
+
+
+def test_rerunning_a_finished_run_reports_its_metrics_and_grids(tmp_path):
+    """DVC deletes non-persistent outputs before re-running a stage; a run resumed at its last step trains nothing
+    but still writes its grids and reports the losses it last logged."""
+    import shutil
+
+    cfg = tiny_config(tmp_path, "vtp", *MIXES["ae"], "train.image_every=2", steps=3)
+    first = run_pretrain(cfg, resume=False, loader=tiny_loader(cfg))
+    shutil.rmtree(cfg.run_dir / "tokenizer" / "samples")
+    again = run_pretrain(cfg, resume=True, loader=tiny_loader(cfg))
+    assert again["step"] == 3 and again["l1"] == first["l1"] and again["loss"] == first["loss"]
+    assert (cfg.run_dir / "tokenizer" / "samples" / "reconstruction-0000003.png").is_file()

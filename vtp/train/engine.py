@@ -59,6 +59,8 @@ class Trainer:
         self.flops_per_step_device: float | None = None
         self.flops_per_step: float | None = None
         self.sharded_root: nn.Module | None = None  # an FSDP2 root, unsharded around save_images
+        self.last: dict[str, float] = {}  # the last logged means: kept in checkpoints, so a resumed run reports them
+        self._imaged_step: int | None = None
         set_determinism(cfg.train.deterministic)
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
 
@@ -110,6 +112,7 @@ class Trainer:
         if saved is not None and self.resume and saved.get("fingerprint") == self.fingerprint:
             state = ckpt.load(path, self.modules(), self.optimizers())
             self.step, self.skipped, self.samples = state["step"], state["skipped_steps"], state["samples_seen"]
+            self.last = state.get("last_logged", {})
             log.info("resumed from %s (step %d)", path, self.step)
             return
         vdist.barrier()  # every rank has read the folder before rank 0 moves it
@@ -119,7 +122,7 @@ class Trainer:
 
     def save(self) -> None:
         state = {"fingerprint": self.fingerprint, "stage": self.stage, "config": self.cfg.name,
-                 "skipped_steps": self.skipped, "samples_seen": self.samples}
+                 "skipped_steps": self.skipped, "samples_seen": self.samples, "last_logged": self.last}
         path = ckpt.save(self.ckpt_dir, self.step, self.modules(), self.optimizers(), state,
                          self.cfg.train.keep_checkpoints)
         log.info("checkpoint %s", path)
@@ -179,6 +182,7 @@ class Trainer:
             self.sharded_root.unshard()
         for name, path in self.save_images(self.step):
             live.log_image(name, path)
+        self._imaged_step = self.step
         if self.sharded_root is not None:
             self.sharded_root.reshard()
 
@@ -206,7 +210,7 @@ class Trainer:
         batches = stream(self.make_loader(), cfg.seed + self.data_seed_offset, self.step * self.grad_accum)
         live = Live(self.out / "dvclive", resume=self.step > 0, enabled=info.is_main)
         peak = device_peak(info.device, uses_bf16(info.device, tc.precision), tc.peak_tflops)
-        meter, last, t_start = Meter(), {}, time.perf_counter()
+        meter, t_start = Meter(), time.perf_counter()
         log.info("%s %s: %d steps x %d images (%d ranks x %d micro x %d accum)%s", self.stage, cfg.name,
                  self.total_steps, self.batch_size, info.world_size, self.micro, self.grad_accum, self.describe())
         with GracefulStop() as stop:
@@ -224,8 +228,9 @@ class Trainer:
                 if self.step % tc.log_every == 0 or self.step == self.total_steps:
                     means, ips, sec = meter.flush()
                     if means:
-                        last = {**means, "images_per_s": ips, **utilisation(self.flops_per_step_device, sec, peak)}
-                        live.log(self.step, last)
+                        self.last = {**means, "images_per_s": ips,
+                                     **utilisation(self.flops_per_step_device, sec, peak)}
+                        live.log(self.step, self.last)
                         if hasattr(bar, "set_postfix"):
                             bar.set_postfix(loss=f"{means['loss']:.3f}", ips=f"{ips:.0f}", refresh=False)
                 if self.step % tc.image_every == 0:
@@ -237,7 +242,10 @@ class Trainer:
                     live.close()
                     raise Interrupted(f"{self.stage} stopped by signal at step {self.step}; checkpoint saved, "
                                       f"re-run the same command to resume")
+        if self._imaged_step != self.step:  # the final grids, also when a finished run is resumed (DVC re-run)
+            self._images(live)
         self.save()
+        last = self.last
         metrics = {"config": cfg.name, "stage": self.stage, "step": self.step, "samples_seen": self.samples,
                    "skipped_steps": self.skipped, "wall_s": time.perf_counter() - t_start,
                    "world_size": info.world_size, "flops_per_step": self.flops_per_step,
