@@ -1,12 +1,16 @@
-"""Multi-crop views and iBOT block masks: shapes, order, exactness against pooling, crop and mask statistics."""
+"""Multi-crop views and iBOT block masks: shapes, order, exactness against pooling, crop and mask statistics;
+the photometric augmentations against torchvision's functionals and transforms."""
 from __future__ import annotations
 
 import pytest
 import torch
 import torch.nn.functional as F
+import torchvision.transforms.v2 as T
+import torchvision.transforms.v2.functional as TF
 from torchvision.transforms import RandomResizedCrop
 
-from vtp.config import AugConfig
+from vtp.config import AugConfig, ConfigError, load_config
+from vtp.data import photometric as P
 from vtp.data.views import MultiCropViews, block_masks, crop_boxes
 
 
@@ -25,7 +29,7 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_shapes_order_and_device(device):
-    aug = AugConfig(global_crop_size=32, local_crop_size=16, local_crops=3)
+    aug = AugConfig(global_crop_size=32, local_crop_size=16, local_crops=3, photometric=False)
     images = flat_colours(4, 48).to(device)
     out = MultiCropViews(aug, patch=8)(images, gen())
     assert out["global_crops"].shape == (8, 3, 32, 32) and out["local_crops"].shape == (12, 3, 16, 16)
@@ -35,10 +39,13 @@ def test_shapes_order_and_device(device):
     assert torch.allclose(out["global_crops"].mean((1, 2, 3)), expected.repeat(2), atol=1e-5)
     assert torch.allclose(out["local_crops"].mean((1, 2, 3)), expected.repeat(3), atol=1e-5)
     assert MultiCropViews(AugConfig(local_crops=0), 8)(images, gen())["local_crops"] is None
+    on = MultiCropViews(aug.model_copy(update={"photometric": True}), patch=8)(images, gen())
+    assert on["global_crops"].device.type == device and on["global_crops"].shape == (8, 3, 32, 32)
+    assert on["global_crops"].min() >= -1 and on["global_crops"].max() <= 1
 
 
 def test_same_generator_same_views_and_another_differs():
-    views = MultiCropViews(AugConfig(), patch=8)
+    views = MultiCropViews(AugConfig(), patch=8)  # photometric on (the default)
     images = torch.rand(3, 3, 64, 64) * 2 - 1
     a, b, c = views(images, gen(1)), views(images, gen(1)), views(images, gen(2))
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -47,7 +54,7 @@ def test_same_generator_same_views_and_another_differs():
 
 def test_full_crop_is_exact_and_a_half_size_crop_is_2x2_average_pooling():
     images = torch.rand(5, 3, 32, 32) * 2 - 1
-    whole = dict(global_crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), local_crops=0)
+    whole = dict(global_crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), local_crops=0, photometric=False)
     same = MultiCropViews(AugConfig(global_crop_size=32, hflip=False, **whole), 8)(images, gen())
     assert torch.allclose(same["global_crops"], images.repeat(2, 1, 1, 1), atol=1e-6)
     half = MultiCropViews(AugConfig(global_crop_size=16, hflip=False, **whole), 8)(images, gen())
@@ -116,7 +123,8 @@ def test_wrong_inputs_are_named():
 
 
 def test_rows_of_a_larger_batch_get_that_batch_views():
-    """A rank holding rows 1 and 3 of a 4-image global batch gets exactly those rows' views and masks."""
+    """A rank holding rows 1 and 3 of a 4-image global batch gets exactly those rows' views (photometric
+    augmentations included: the default) and masks."""
     views = MultiCropViews(AugConfig(global_crop_size=32, local_crop_size=16, local_crops=2), patch=8)
     images = torch.rand(4, 3, 32, 32, generator=gen(3)) * 2 - 1
     whole = views(images, gen(7))
@@ -127,3 +135,134 @@ def test_rows_of_a_larger_batch_get_that_batch_views():
     assert torch.equal(part["masks"], whole["masks"][torch.tensor([1, 3, 5, 7])])
     with pytest.raises(ValueError, match=r"rows: expected 2 indices in \[0, total=2\)"):
         views(images[rows], gen(7), rows=rows, total=2)
+
+
+# ---- photometric augmentations ----------------------------------------------------------------------------
+
+def only(**ops) -> AugConfig:
+    """Small views with every photometric op off except those given."""
+    off = dict(color_jitter_p=0.0, grayscale_p=0.0, blur_p=(0.0, 0.0, 0.0), solarize_p=0.0)
+    return AugConfig(**{"global_crop_size": 16, "local_crop_size": 8, "local_crops": 1, **off, **ops})
+
+
+OPS = {  # name: (ours on a batch with one parameter per sample, torchvision's functional on one image, parameter)
+    "brightness": (P.adjust_brightness, TF.adjust_brightness, lambda u: 0.3 + 1.4 * u),
+    "contrast": (P.adjust_contrast, TF.adjust_contrast, lambda u: 0.3 + 1.4 * u),
+    "saturation": (P.adjust_saturation, TF.adjust_saturation, lambda u: 0.3 + 1.4 * u),
+    "hue": (P.adjust_hue, TF.adjust_hue, lambda u: u - 0.5),
+    "grayscale": (lambda x, _: P.rgb_to_grayscale(x).expand_as(x), lambda x, _: TF.rgb_to_grayscale(x, 3), None),
+    "blur": (lambda x, s: P.gaussian_blur(x, s, 4), lambda x, s: TF.gaussian_blur(x, [9, 9], [s, s]),
+             lambda u: 0.1 + 1.9 * u),
+    "solarize": (lambda x, _: P.solarize(x), lambda x, _: TF.solarize(x, 128 / 255), None),
+}
+
+
+@pytest.mark.parametrize("name", list(OPS))
+def test_each_op_equals_torchvision_functional(name):
+    ours, ref, param = OPS[name]
+    x = torch.rand(8, 3, 20, 20, generator=gen(1))
+    x[0] = x[0, :1]  # a grey image (hue and saturation undefined)
+    x[1, :, :5] = 1.0  # saturated pixels
+    p = param(torch.rand(8, generator=gen(2))) if param else torch.zeros(8)
+    expected = torch.stack([ref(img, float(q)) for img, q in zip(x, p, strict=True)])
+    assert torch.allclose(ours(x, p), expected, atol=1e-5)
+
+
+def test_augment_replays_dinov2_per_view_pipeline_in_torchvision():
+    """Each view: ColorJitter's four ops in the drawn order with the drawn factors, grayscale, blur, solarise."""
+    aug = AugConfig(global_crop_size=16, blur_reference_size=16)  # sigma in px of these crops: kernel 9
+    views = torch.rand(48, 3, 16, 16, generator=gen(4)) * 2 - 1
+    u = P.draw(48, gen(5))
+    half = torch.full((48,), 0.5)
+    out = P.augment(views, u, aug, half, half)
+    fns = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue)
+    lo, hi = torch.tensor([0.6, 0.6, 0.8, -0.1]), torch.tensor([1.4, 1.4, 1.2, 0.1])
+    for view, r, got in zip(views, u, out, strict=True):
+        img = (view + 1) / 2
+        if r[0] < 0.8:
+            factors = lo + (hi - lo) * r[1:5]
+            for op in r[5:9].argsort().tolist():
+                img = fns[op](img, float(factors[op]))
+        img = TF.rgb_to_grayscale(img, 3) if r[9] < 0.2 else img
+        img = TF.gaussian_blur(img, [9, 9], [float(0.1 + 1.9 * r[11])] * 2) if r[10] < 0.5 else img
+        img = TF.solarize(img, 128 / 255) if r[12] < 0.5 else img
+        assert torch.allclose(got, img * 2 - 1, atol=1e-5)
+
+
+def _altered(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a - b).abs().amax((1, 2, 3)) > 1e-3
+
+
+@pytest.mark.parametrize("ops, transform, expected", [
+    (dict(color_jitter_p=0.8), lambda p: T.RandomApply([T.ColorJitter(0.4, 0.4, 0.2, 0.1)], p=0.8), (0.8, 0.8, 0.8)),
+    (dict(grayscale_p=0.2), lambda p: T.RandomGrayscale(0.2), (0.2, 0.2, 0.2)),
+    (dict(blur_p=(1.0, 0.1, 0.5), blur_reference_size=16),
+     lambda p: T.RandomApply([T.GaussianBlur(9, (0.1, 2.0))], p=p), None),  # sigma ~ 0.1 px changes nothing
+    (dict(solarize_p=0.2), lambda p: T.RandomSolarize(128 / 255, p=p), (0.0, 0.2, 0.0)),
+])
+def test_fraction_of_views_each_op_alters_matches_torchvision(ops, transform, expected):
+    """Per view group (global 1, global 2, local): the share of views an op changes, ours vs torchvision's
+    transform applied view by view to the same crops."""
+    n, aug = 1000, only(**ops)
+    images = torch.rand(n, 3, 16, 16, generator=gen(6)) * 2 - 1
+    on = MultiCropViews(aug, 8)(images, gen(7))
+    off = MultiCropViews(aug.model_copy(update={"photometric": False}), 8)(images, gen(7))
+    groups = [(on["global_crops"][:n], off["global_crops"][:n]), (on["global_crops"][n:], off["global_crops"][n:]),
+              (on["local_crops"], off["local_crops"])]
+    probs = (aug.blur_p if "blur_p" in ops else (0.0, aug.solarize_p, 0.0) if "solarize_p" in ops else (None,) * 3)
+    torch.manual_seed(0)
+    for g, ((a, b), p) in enumerate(zip(groups, probs, strict=True)):
+        t = transform(p)
+        ref = torch.stack([t((v + 1) / 2) * 2 - 1 for v in b[:500]])
+        ours, theirs = _altered(a, b).float().mean(), _altered(ref, b[:500]).float().mean()
+        assert abs(ours - theirs) < 0.06, (g, float(ours), float(theirs))
+        if expected is not None:
+            assert abs(ours - expected[g]) < 0.04, (g, float(ours))
+
+
+def test_brightness_factors_follow_color_jitter():
+    aug = only(color_jitter=(0.4, 0.0, 0.0, 0.0), color_jitter_p=1.0)
+    images = torch.zeros(2000, 3, 16, 16)  # 0.5 in [0, 1]: no factor in [0.6, 1.4] clips
+    ours = ((MultiCropViews(aug, 8)(images, gen(8))["global_crops"] + 1) / 2).mean((1, 2, 3)) / 0.5
+    torch.manual_seed(0)
+    jitter = T.ColorJitter(brightness=0.4)
+    theirs = torch.tensor([float(jitter(torch.full((3, 4, 4), 0.5)).mean()) / 0.5 for _ in range(2000)])
+    assert ours.min() >= 0.6 - 1e-5 and ours.max() <= 1.4 + 1e-5
+    assert abs(ours.mean() - theirs.mean()) < 0.02 and abs(ours.std() - theirs.std()) < 0.02
+
+
+def test_photometric_off_is_todays_views_and_on_keeps_crops_and_masks():
+    aug = AugConfig(global_crop_size=32, local_crop_size=16, local_crops=2, photometric=False)
+    images = torch.rand(4, 3, 32, 32, generator=gen(3)) * 2 - 1
+    views = MultiCropViews(aug, 8)
+    off = views(images, gen(7))
+    g, rows = gen(7), torch.arange(4)  # before photometric: global crops, local crops, masks, in that order
+    assert torch.equal(off["global_crops"], views.crops(images, 2, 32, aug.global_crop_scale, g, rows, 4))
+    assert torch.equal(off["local_crops"], views.crops(images, 2, 16, aug.local_crop_scale, g, rows, 4))
+    assert torch.equal(off["masks"], block_masks(8, 4, aug.mask_probability, aug.mask_ratio, g, aug.mask_min_block))
+    on = MultiCropViews(aug.model_copy(update={"photometric": True}), 8)(images, gen(7))
+    assert torch.equal(on["masks"], off["masks"]) and not torch.allclose(on["global_crops"], off["global_crops"])
+    zero = MultiCropViews(only(global_crop_size=32, local_crop_size=16, local_crops=2), 8)(images, gen(7))
+    assert all(torch.allclose(zero[k], off[k], atol=1e-6) for k in ("global_crops", "local_crops"))
+
+
+def test_blur_scales_with_the_global_crop_size():
+    assert P.blur_radius(AugConfig(global_crop_size=224, local_crop_size=96), 224) == 4  # DINOv2's 9 taps
+    assert P.blur_radius(AugConfig(global_crop_size=224, local_crop_size=96), 96) == 4  # local views alike
+    assert P.blur_radius(AugConfig(global_crop_size=64), 64) == 2
+    assert P.blur_radius(AugConfig(global_crop_size=16, blur_sigma=(0.1, 20.0), blur_reference_size=16), 8) == 7
+
+
+@pytest.mark.parametrize("override, hint", [
+    ("aug.color_jitter=[0.4,0.4,0.2,0.7]", "0 <= hue <= 0.5"),
+    ("aug.color_jitter=[-0.1,0.4,0.2,0.1]", "brightness, contrast, saturation >= 0"),
+    ("aug.blur_p=[1.0,1.5,0.5]", "three probabilities in [0, 1]"),
+    ("aug.blur_sigma=[2.0,0.1]", "0 < min <= max"),
+    ("aug.solarize_p=1.5", "less than or equal to 1"),
+    ("aug.grayscale_p=-0.1", "greater than or equal to 0"),
+])
+def test_bad_photometric_values_name_the_field(params_file, override, hint):
+    with pytest.raises(ConfigError) as err:
+        load_config("vtp", [override], params_file)
+    field = override.split("=")[0]
+    assert field in str(err.value) and hint in str(err.value), str(err.value)

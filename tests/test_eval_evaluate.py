@@ -11,8 +11,11 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_featur
 
 from vtp.config import Config
 from vtp.eval.evaluate import evaluate_tokenizer
+from vtp.eval.features import probe_features
 from vtp.eval.fidelity import FeatureSpace
 from vtp.eval.report import SCHEMA, read_report
+from vtp.models.registry import get_spec, with_overrides
+from vtp.models.tokenizer import Tokenizer
 
 from fidelity_fakes import FakeExtractor
 
@@ -105,17 +108,17 @@ def test_full_evaluation_writes_honest_metrics(tmp_path):
     assert saved["schema"] == SCHEMA == doc["schema"] == "vtp.eval/1"
     assert json.loads((tmp_path / "eval" / "summary.json").read_text()) == saved["summary"]
     expected = {"psnr", "ssim", "lpips_vgg", "fd_rgbstats", "kid_rgbstats", "zeroshot_top1", "zeroshot_top5",
-                "probe_bottleneck_top1", "probe_bottleneck_top5", "probe_full_top1", "probe_full_top5"}
+                "probe_bottleneck_top1", "probe_bottleneck_top5", "probe_full_last4_top1", "probe_full_last4_top5"}
     assert set(saved["summary"]) == expected and not any("fid" in k for k in saved["summary"])
     for name, m in saved["metrics"].items():
         assert {"value", "n", "feature_space", "resolution", "protocol"} <= set(m), name
         assert m["resolution"] == 32 and m["value"] == saved["summary"][name]
     assert saved["metrics"]["psnr"]["n"] == 80 and saved["metrics"]["fd_rgbstats"]["feature_space"] == "rgbstats"
     assert saved["metrics"]["zeroshot_top1"]["chance"] == 1 / 8
-    assert saved["metrics"]["probe_full_top1"]["n_train"] == 160
+    assert saved["metrics"]["probe_full_last4_top1"]["n_train"] == 160
     # The colour is kept by the pool-4 encoder: understanding is perfect; the lost texture costs reconstruction.
     s = saved["summary"]
-    assert s["zeroshot_top1"] == 1.0 and s["probe_bottleneck_top1"] > 0.95 and s["probe_full_top1"] > 0.95
+    assert s["zeroshot_top1"] == 1.0 and s["probe_bottleneck_top1"] > 0.95 and s["probe_full_last4_top1"] > 0.95
     assert 10 < s["psnr"] < 40 and 0 < s["ssim"] < 1 and s["lpips_vgg"] > 0 and s["fd_rgbstats"] > 0
     assert (tmp_path / "eval" / saved["grids"]["reconstruction"]).is_file() and saved["skipped"] == {}
     assert saved["timing"]["val_pass"]["images"] == 80
@@ -126,7 +129,7 @@ def test_shuffled_captions_drop_understanding_to_chance(tmp_path):
                  probe_batch_size=100)
     s = evaluate_tokenizer(FakeTokenizer(), cfg, tmp_path / "eval", ColourData(32, shuffle_labels=True),
                            lpips=l1_distance, space=SPACE)["summary"]
-    for key in ("zeroshot_top1", "probe_bottleneck_top1", "probe_full_top1"):
+    for key in ("zeroshot_top1", "probe_bottleneck_top1", "probe_full_last4_top1"):
         assert abs(s[key] - 1 / 8) < 0.06, (key, s[key])
 
 
@@ -138,3 +141,27 @@ def test_no_text_tower_skips_zeroshot_with_a_reason(tmp_path):
     assert "kid" in doc["skipped"] and "kid_subset_size" in doc["skipped"]["kid"]
     assert not any(k.startswith(("zeroshot", "kid")) for k in doc["summary"])
     assert "probe_bottleneck_top1" in doc["summary"]
+
+
+def small(name: str, depth: int):
+    return with_overrides(get_spec(name), encoder={"width": 32, "depth": depth, "heads": 2},
+                          decoder={"width": 32, "depth": 1, "heads": 2}, patch=8)
+
+
+def test_headline_probe_features_are_cls_of_the_last_4_blocks_and_mean_patches():
+    torch.manual_seed(0)
+    tok = Tokenizer.from_spec(small("tiny", 6)).eval()
+    x = torch.rand(3, 3, 32, 32) * 2 - 1
+    feats, layout = probe_features(tok, x)
+    assert feats["full_last4"].shape == (3, 5 * 32) and feats["bottleneck"].shape == (3, tok.spec.bottleneck_dim)
+    layers = tok.intermediate_layers(x, n=4)
+    expected = torch.cat([*(lay["cls"] for lay in layers), tok.features(x)["patches"].mean(1)], dim=1)
+    torch.testing.assert_close(feats["full_last4"], expected)
+    assert layout["full_last4"].startswith("concat(CLS of the last 4 blocks) + mean of the last block's patch")
+    shallow, _ = probe_features(Tokenizer.from_spec(small("tiny", 2)), x)  # fewer blocks than 4: all of them
+    assert shallow["full_last4"].shape == (3, 3 * 32)
+    vitok = Tokenizer.from_spec(small("vitok-s", 4), clip_feature="pooled")
+    feats, layout = probe_features(vitok, x)  # no CLS token: mean-pooled patches only
+    assert feats["full_last4"].shape == (3, 32) and "no CLS token" in layout["full_last4"]
+    fake, layout = probe_features(FakeTokenizer(), x)  # no intermediate_layers(): features() CLS + mean
+    assert fake["full_last4"].shape == (3, 6) and "last block only" in layout["full_last4"]

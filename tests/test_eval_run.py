@@ -63,8 +63,12 @@ def test_run_evaluate_writes_metrics_grids_and_run_record(shards, tmp_path, chea
     assert run["stage"] == "evaluate" and run["status"] == "ok" and run["metrics"] == doc["summary"]
     assert doc["tokenizer"]["size"] == "tiny" and doc["tokenizer"]["parameters"] > 0
     assert {"psnr", "ssim", "lpips_vgg", "fd_tinyconv", "kid_tinyconv", "zeroshot_top1", "probe_bottleneck_top1",
-            "probe_full_top1"} <= set(doc["summary"])
-    assert doc["metrics"]["psnr"]["n"] == 24 and doc["metrics"]["probe_full_top1"]["n_train"] == 48
+            "probe_full_last4_top1"} <= set(doc["summary"])
+    assert doc["metrics"]["psnr"]["n"] == 24 and doc["metrics"]["probe_full_last4_top1"]["n_train"] == 48
+    width, depth = cfg.model.spec().encoder.width, cfg.model.spec().encoder.depth
+    full = doc["metrics"]["probe_full_last4_top1"]
+    assert full["feature_space"] == f"full_last4 features (dim {(min(depth, 4) + 1) * width})"
+    assert f"concat(CLS of the last {min(depth, 4)} blocks)" in full["protocol"]
     # An untrained tokenizer reconstructs badly and knows nothing: its numbers say so.
     assert doc["summary"]["psnr"] < 20 and doc["summary"]["zeroshot_top1"] < 0.5
 
@@ -78,7 +82,8 @@ def test_external_layout_without_text_tower_or_cls(shards, tmp_path, cheap_space
     Tokenizer.from_spec(spec, clip_feature="pooled").save_pretrained(elsewhere)
     doc = run_evaluate(cfg, tokenizer_dir=elsewhere)
     assert doc["skipped"] == {"zeroshot": "the tokenizer has no text tower"}
-    assert doc["metrics"]["probe_full_top1"]["feature_space"] == "full features (dim 32)"  # mean patches only
+    full = doc["metrics"]["probe_full_last4_top1"]
+    assert full["feature_space"] == "full_last4 features (dim 32)" and "no CLS token" in full["protocol"]
     assert doc["tokenizer"]["dir"] == str(elsewhere)
 
 

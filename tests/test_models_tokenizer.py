@@ -121,6 +121,42 @@ def test_vitok_sizes_have_no_cls_token_or_semantic_heads():
         vitok.encode_text(["x"])
 
 
+DEEP = replace(TINY, encoder=replace(TINY.encoder, depth=5))
+
+
+def test_intermediate_layers_are_the_final_normed_outputs_of_the_last_blocks():
+    deep = Tokenizer.from_spec(DEEP).train()  # train mode: intermediate_layers never drops paths anyway
+    x = images(3)
+    layers = deep.intermediate_layers(x, n=4)
+    assert len(layers) == 4 and all(lay["cls"].shape == (3, 64) and lay["patches"].shape == (3, 16, 64)
+                                    for lay in layers)
+    assert not any(t.requires_grad for lay in layers for t in lay.values())  # grad-free, though grad is on
+    seen = []  # each block's raw output during an ordinary forward
+    hooks = [blk.register_forward_hook(lambda m, a, out: seen.append(out)) for blk in deep.encoder.blocks.blocks]
+    with torch.no_grad():
+        final = deep.trunk(x)
+    for h in hooks:
+        h.remove()
+    for lay, raw in zip(layers, seen[-4:], strict=True):
+        normed = deep.encoder.blocks.norm(raw)
+        assert torch.equal(lay["cls"], normed[:, 0]) and torch.equal(lay["patches"], normed[:, 1:])
+    (last,) = deep.intermediate_layers(x, n=1)
+    assert torch.equal(last["cls"], final["cls"]) and torch.equal(last["patches"], final["patches"])
+    assert torch.equal(layers[-1]["patches"], last["patches"])
+    with pytest.raises(ValueError, match="expected 1 <= n <= depth 5, got 6"):
+        deep.intermediate_layers(x, n=6)
+
+
+def test_intermediate_layers_without_cls_or_with_registers():
+    vitok = Tokenizer.from_spec(replace(get_spec("vitok-s-b/16"), encoder=TINY.encoder, decoder=TINY.decoder,
+                                        patch=8))
+    layers = vitok.intermediate_layers(images(), n=2)
+    assert [lay["cls"] for lay in layers] == [None, None] and layers[0]["patches"].shape == (2, 16, 64)
+    reg = Tokenizer.from_spec(replace(TINY, encoder=replace(TINY.encoder, registers=3)))
+    (last,) = reg.intermediate_layers(images(), n=1)
+    assert torch.equal(last["patches"], reg.trunk(images())["patches"]) and last["patches"].shape == (2, 16, 64)
+
+
 @pytest.mark.parametrize("bad, match", [
     (torch.zeros(2, 4, 32, 32), r"expected a float tensor \(B, 3, H, W\).*\(2, 4, 32, 32\)"),
     (torch.zeros(2, 3, 30, 32), "multiples of the patch size 8, got 30x32"),

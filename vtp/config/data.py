@@ -25,7 +25,8 @@ class DataConfig(Section):
 
 
 class AugConfig(Section):
-    """DINOv2 multi-crop and iBOT block masking (sizes in pixels; scales are area fractions)."""
+    """DINOv2 multi-crop, photometric augmentations and iBOT block masking (sizes in pixels; scales are area
+    fractions; probabilities in [0, 1]). The photometric defaults are DINOv2's (vtp.data.photometric)."""
     global_crop_size: int = Field(64, ge=8)
     local_crop_size: int = Field(32, ge=8)
     local_crops: int = Field(4, ge=0)
@@ -36,6 +37,14 @@ class AugConfig(Section):
     hflip: bool = True
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)  # aspect-ratio range of RandomResizedCrop-style crops
     mask_min_block: int = Field(4, ge=1)  # smallest masked block, in patches (DINOv2's min_num_patches)
+    photometric: bool = True  # master switch: off gives the crops and flips alone
+    color_jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.2, 0.1)  # brightness, contrast, saturation, hue
+    color_jitter_p: float = Field(0.8, ge=0.0, le=1.0)
+    grayscale_p: float = Field(0.2, ge=0.0, le=1.0)
+    blur_p: tuple[float, float, float] = (1.0, 0.1, 0.5)  # first global view, second global view, local views
+    blur_sigma: tuple[float, float] = (0.1, 2.0)  # px at a global crop of blur_reference_size px (scaled to ours)
+    blur_reference_size: int = Field(224, ge=1)  # DINOv2's global crop size, where blur_sigma is in its own px
+    solarize_p: float = Field(0.2, ge=0.0, le=1.0)  # second global view only
 
     @model_validator(mode="after")
     def _ranges(self):
@@ -45,4 +54,11 @@ class AugConfig(Section):
                 fail(name, [lo, hi], "need 0 <= min <= max <= 1")
         if not 0.0 < self.crop_ratio[0] <= self.crop_ratio[1]:
             fail("crop_ratio", list(self.crop_ratio), "need 0 < min <= max")
+        if min(self.color_jitter) < 0 or self.color_jitter[3] > 0.5:
+            fail("color_jitter", list(self.color_jitter), "need brightness, contrast, saturation >= 0 and "
+                 "0 <= hue <= 0.5")
+        if not all(0.0 <= p <= 1.0 for p in self.blur_p):
+            fail("blur_p", list(self.blur_p), "need three probabilities in [0, 1] (global 1, global 2, local)")
+        if not 0.0 < self.blur_sigma[0] <= self.blur_sigma[1]:
+            fail("blur_sigma", list(self.blur_sigma), "need 0 < min <= max")
         return self

@@ -8,6 +8,7 @@
     ingest      `vtp ingest`: parallel workers, duplicates, splits, publication of a complete dataset
     loader      the endless resampled training stream and the deterministic evaluation pass
     views       DINOv2-style multi-crop views and iBOT block masks (batched, any device)
+    photometric DINOv2's colour jitter, grayscale, blur and solarisation of the views, one parameter per sample
     text        caption tokens through open_clip's bundled tokenizer
 
 Images inside the library are float (B, 3, H, W) in [-1, 1]; uint8 only at file boundaries.

@@ -1,4 +1,5 @@
-"""DINOv2-style multi-crop views and iBOT block masks, batched on whatever device the images are on.
+"""DINOv2-style multi-crop views (crops, flips and photometric augmentations) and iBOT block masks, batched on
+whatever device the images are on.
 
 All randomness comes from the `generator` argument (parameters are drawn on the generator's device, a fixed
 number of draws per call), so a rank or a resumed run that passes an equally seeded generator gets the same
@@ -12,6 +13,7 @@ import torch
 from torchvision.ops import roi_align
 
 from vtp.config import AugConfig
+from vtp.data import photometric
 
 MASK_ASPECT = (0.3, 1 / 0.3)  # block aspect-ratio range of DINOv2's masking generator
 MASK_BLOCKS = 32  # rectangles drawn per masked image; their union is trimmed to the exact target count
@@ -88,8 +90,9 @@ def block_masks(n: int, grid: int, probability: float, ratio_range: tuple[float,
 
 
 class MultiCropViews:
-    """2 global + `aug.local_crops` local RandomResizedCrop-style crops with flips, and block masks for the
-    global crops (one mask per global crop, over its (G/patch)^2 patches)."""
+    """2 global + `aug.local_crops` local RandomResizedCrop-style crops with flips, DINOv2's photometric
+    augmentations (`aug.photometric`; vtp.data.photometric), and block masks for the global crops (one mask per
+    global crop, over its (G/patch)^2 patches)."""
 
     def __init__(self, aug: AugConfig, patch: int):
         for name in ("global_crop_size", "local_crop_size"):
@@ -114,6 +117,14 @@ class MultiCropViews:
         out = torch.where(flip.to(images.device)[:, None, None, None], out.flip(-1), out)
         return out.to(images.dtype)
 
+    def photometric(self, crops: torch.Tensor, views: int, blur_p: tuple[float, ...], solarize_p: tuple[float, ...],
+                    generator: torch.Generator, rows: torch.Tensor, total: int) -> torch.Tensor:
+        """Photometric augmentation of `crops` as ordered by `crops`, parameters drawn for views * total."""
+        u = photometric.draw(views * total, generator)
+        pick = (torch.arange(views, device=rows.device)[:, None] * total + rows).flatten()
+        per_view = [torch.tensor(p, device=crops.device).repeat_interleave(len(rows)) for p in (blur_p, solarize_p)]
+        return photometric.augment(crops, u[pick], self.aug, *per_view)
+
     def __call__(self, images: torch.Tensor, generator: torch.Generator, rows: torch.Tensor | None = None,
                  total: int | None = None) -> dict:
         """Views of `images`. With `rows`/`total`, the random parameters are drawn for a batch of `total`
@@ -135,4 +146,10 @@ class MultiCropViews:
         grid = a.global_crop_size // self.patch
         masks = block_masks(2 * total, grid, a.mask_probability, a.mask_ratio, generator, a.mask_min_block)
         masks = masks[torch.cat([rows, rows + total])]
+        if a.photometric:  # drawn after the crops and masks, which are therefore the same with it off
+            global_crops = self.photometric(global_crops, 2, (a.blur_p[0], a.blur_p[1]), (0.0, a.solarize_p),
+                                            generator, rows, total)
+            if a.local_crops:
+                local_crops = self.photometric(local_crops, a.local_crops, (a.blur_p[2],) * a.local_crops,
+                                               (0.0,) * a.local_crops, generator, rows, total)
         return {"global_crops": global_crops, "local_crops": local_crops, "masks": masks.to(images.device)}

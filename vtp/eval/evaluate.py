@@ -2,9 +2,11 @@
 
 Reconstruction (val split, training resolution): PSNR, SSIM, LPIPS-VGG, Frechet distance and KID between
 reconstructions and originals in a named feature space (`fd_effnetlite0` offline, `fid_inception` only with the
-real Inception weights). Understanding: zero-shot top-1/top-5 (tokenizers with a text tower) and linear probes
-on mean-pooled bottleneck latents and on full-width CLS + mean patch features (probe fitted on train-split
-features, learning rate chosen on a held-out part of them, reported on val).
+real Inception weights). Understanding: zero-shot top-1/top-5 (tokenizers with a text tower) and two linear
+probes (METHOD.md 2.3): `probe_bottleneck_*` on mean-pooled bottleneck latents (the scaling-study protocol) and
+`probe_full_last4_*` on full-width concat(CLS of the last 4 blocks) + mean patch tokens (the headline protocol;
+mean patch tokens only without a CLS token). Probes are fitted on train-split features, the learning rate chosen
+on a held-out part of them, and reported on val.
 
 Writes `<run>/eval/`: metrics.json + summary.json (vtp.eval.report), grids/reconstruction.png, run.json.
 `evaluate_tokenizer` works on any object with the public tokenizer API, so external tokenizers can be scored.
@@ -129,7 +131,7 @@ def evaluate_tokenizer(tok: Any, cfg: Config, out_dir: str | Path, data: EvalDat
 
     # One pass over val: reconstructions, CLIP image embeddings and probe features of the same images.
     scores = ReconstructionScores(lpips)
-    clip_emb, val_feats, val_labels = [], {k: [] for k in PROBE_KINDS}, []
+    clip_emb, val_feats, val_labels, layout = [], {k: [] for k in PROBE_KINDS}, [], {}
     t0 = time.perf_counter()
     with torch.no_grad():
         for batch in progress(data.batches("val", e.num_samples, e.batch_size), desc="eval val"):
@@ -140,7 +142,8 @@ def evaluate_tokenizer(tok: Any, cfg: Config, out_dir: str | Path, data: EvalDat
             if do_zeroshot:
                 clip_emb.append(tok.image_features(images).float().cpu())
             if do_probe:
-                for k, v in probe_features(tok, images).items():
+                feats, layout = probe_features(tok, images)
+                for k, v in feats.items():
                     val_feats[k].append(v)
     n = scores.count
     timing = {"val_pass": _timed(time.perf_counter() - t0, n)}
@@ -175,7 +178,7 @@ def evaluate_tokenizer(tok: Any, cfg: Config, out_dir: str | Path, data: EvalDat
     if do_zeroshot:
         metrics.update(_zeroshot(tok, classnames, clip_emb, val_labels, e, res, common))
     if do_probe:
-        metrics.update(_probes(tok, cfg, data, classnames, val_feats, val_labels, device, timing, common))
+        metrics.update(_probes(tok, cfg, data, classnames, val_feats, val_labels, layout, device, timing, common))
 
     doc = {"config": cfg.name, "tokenizer": _describe(tok, tokenizer_info), "resolution": res,
            "dataset": cfg.data.dataset, "split": "val", "device": device, "precision": "fp32",
@@ -202,14 +205,14 @@ def _zeroshot(tok: Any, classnames: list[str], clip_emb: list, labels: list, e: 
 
 
 def _probes(tok: Any, cfg: Config, data: EvalData, classnames: list[str], val_feats: dict, val_labels: list,
-            device: str, timing: dict, common: dict) -> dict:
+            layout: dict, device: str, timing: dict, common: dict) -> dict:
     e, res = cfg.eval, cfg.data.resolution
     train_feats, train_labels = {k: [] for k in PROBE_KINDS}, []
     t0 = time.perf_counter()
     with torch.no_grad():
         for batch in progress(data.batches("train", e.probe_train_samples, e.batch_size), desc="probe features"):
             train_labels.append(_labels(batch, e.label))
-            for k, v in probe_features(tok, batch["image"].to(device)).items():
+            for k, v in probe_features(tok, batch["image"].to(device))[0].items():
                 train_feats[k].append(v)
     ty, vy = torch.cat(train_labels), torch.cat(val_labels)
     timing["probe_features"] = _timed(time.perf_counter() - t0, len(ty))
@@ -217,13 +220,14 @@ def _probes(tok: Any, cfg: Config, data: EvalData, classnames: list[str], val_fe
                                    weight_decay=e.probe_weight_decay, holdout_fraction=e.probe_holdout, seed=cfg.seed)
     out = {}
     t0 = time.perf_counter()
-    for kind, protocol in PROBE_KINDS.items():
+    for kind, definition in PROBE_KINDS.items():
         r = probe.linear_probe(torch.cat(train_feats[kind]).to(device), ty.to(device),
                                torch.cat(val_feats[kind]).to(device), vy.to(device), len(classnames), settings)
         meta = dict(n=r["n_val"], feature_space=f"{kind} features (dim {r['dim']})", resolution=res, label=e.label,
                     num_classes=r["num_classes"], n_train=r["n_train"], n_holdout=r["n_holdout"],
-                    best_lr=r["best_lr"], holdout_top1=r["holdout_top1"], epochs=e.probe_epochs, **common)
-        text = f"linear probe (standardised features, AdamW logistic regression) on {protocol}"
+                    best_lr=r["best_lr"], holdout_top1=r["holdout_top1"], epochs=e.probe_epochs,
+                    probe_protocol=definition, **common)
+        text = f"linear probe (standardised features, AdamW logistic regression) on {layout.get(kind, definition)}"
         for k in (1, 5):
             out[f"probe_{kind}_top{k}"] = record(r[f"top{k}"], protocol=f"{text}, top-{k}", chance=r[f"chance_top{k}"],
                                                  **meta)

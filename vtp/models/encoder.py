@@ -29,6 +29,7 @@ class VisionEncoder(nn.Module):
     """Patch embed (Conv2d k=s=p) -> [CLS] + registers + patches -> ViT blocks with 2D RoPE -> final norm.
 
     `forward` returns the normed tokens as dict(cls=(B, D) or None, patches=(B, N, D)); registers are dropped.
+    `intermediate_layers` returns that for each of the last n blocks (the headline linear probe's features).
     `masks` (B, N) bool replaces those patches by the learned (zero-initialised) mask token (iBOT student).
     """
 
@@ -49,6 +50,19 @@ class VisionEncoder(nn.Module):
 
     def forward(self, images: torch.Tensor, masks: torch.Tensor | None = None,
                 drop_rate: float = 0.0) -> dict[str, torch.Tensor | None]:
+        x, grid = self._tokens(images, masks)
+        return self._split(self.blocks(x, grid, drop_rate))
+
+    @torch.no_grad()
+    def intermediate_layers(self, images: torch.Tensor, n: int = 4) -> list[dict[str, torch.Tensor | None]]:
+        """For each of the last `n` blocks (oldest first), the final-normed tokens as dict(cls=(B, D) or None,
+        patches=(B, N, D)): DINOv2's `get_intermediate_layers(n, return_class_token=True)` with its norm.
+        No masks, no stochastic depth, no autograd (probe features); the last entry equals `forward(images)`."""
+        x, grid = self._tokens(images, None)
+        return [self._split(t) for t in self.blocks.intermediate(x, grid, n)]
+
+    def _tokens(self, images: torch.Tensor, masks: torch.Tensor | None) -> tuple[torch.Tensor, tuple[int, int]]:
+        """[CLS] + registers + patch embeddings (masked patches replaced by the mask token), and the grid."""
         grid = check_images(images, self.patch)
         x = self.patch_embed(images)
         b, n, _ = x.shape
@@ -60,7 +74,9 @@ class VisionEncoder(nn.Module):
         else:  # touch the mask token so DDP sees every parameter used in every forward
             x = x + 0 * self.mask_token
         prefix = [p.expand(b, -1, -1).to(x.dtype) for p in (self.cls_token, self.registers) if p is not None]
-        x = self.blocks(torch.cat([*prefix, x], dim=1), grid, drop_rate)
+        return torch.cat([*prefix, x], dim=1), grid
+
+    def _split(self, x: torch.Tensor) -> dict[str, torch.Tensor | None]:
         return {"cls": x[:, 0] if self.cls_token is not None else None, "patches": x[:, self.num_prefix:]}
 
 

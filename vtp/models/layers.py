@@ -123,6 +123,20 @@ class ViTStack(nn.Module):
                 x = blk(x, rope, drop_rate)
         return self.norm(x)
 
+    def intermediate(self, x: torch.Tensor, grid: tuple[int, int], n: int) -> list[torch.Tensor]:
+        """The outputs of the last `n` blocks, each through the final norm (DINOv2's
+        `get_intermediate_layers(norm=True)`), oldest first; no stochastic depth, no checkpointing."""
+        if not 1 <= n <= len(self.blocks):
+            raise ValueError(f"intermediate layers: expected 1 <= n <= depth {len(self.blocks)}, got {n}")
+        if x.shape[1] != self.num_prefix + grid[0] * grid[1]:
+            raise ValueError(f"ViT: expected {self.num_prefix} + {grid[0]}x{grid[1]} tokens, got {x.shape[1]}")
+        rope, outs = self.rope(grid), []
+        for i, blk in enumerate(self.blocks):
+            x = blk(x, rope, 0.0)
+            if i >= len(self.blocks) - n:
+                outs.append(self.norm(x))
+        return outs
+
 
 def init_vit_weights(module: nn.Module) -> None:
     """Truncated-normal(0.02) Linear weights and zero biases (DINOv2/v3); other layers keep their defaults."""

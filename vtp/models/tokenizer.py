@@ -3,7 +3,8 @@ from a registry spec, with the training-facing pieces and the public inference A
 
 Convention: images are float tensors (B, 3, H, W) in [-1, 1]; latents are (B, d, H/p, W/p). Inference
 methods (`encode`, `decode`, `image_features`, `features`) keep autograd on: wrap them in
-`torch.inference_mode()` when you do not need gradients.
+`torch.inference_mode()` when you do not need gradients; `intermediate_layers` (probe features) never records
+gradients.
 """
 from __future__ import annotations
 
@@ -128,6 +129,12 @@ class Tokenizer(nn.Module):
         """Linear-probe features: cls (B, D) or None, patches (B, N, D) full width, bottleneck (B, N, d)."""
         out = self.trunk(images)
         return {**out, "bottleneck": self.bottleneck.mode(out["patches"])}
+
+    def intermediate_layers(self, images: torch.Tensor, n: int = 4) -> list[dict[str, torch.Tensor | None]]:
+        """For each of the last n encoder blocks (oldest first): dict(cls=(B, D) or None, patches=(B, N, D)),
+        full width through the final norm (DINOv2's `get_intermediate_layers(n, return_class_token=True)`), no
+        stochastic depth, without autograd. The last entry equals `trunk(images)`; 1 <= n <= encoder depth."""
+        return self.encoder.intermediate_layers(images, n)
 
     def save_pretrained(self, directory: str | Path) -> None:
         """Write model.safetensors and config.json (spec + options); each file is replaced atomically."""
