@@ -1,4 +1,4 @@
-"""CLIP loss: equal to open_clip's ClipLoss, and DDP over 2 gloo processes equals one process with the batch."""
+"""CLIP loss: open_clip's ClipLoss (local loss, gather with grad); DDP over 2 gloo processes equals one process."""
 from __future__ import annotations
 
 import math
@@ -10,7 +10,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
 
-from vtp.losses.clip import MAX_LOG_SCALE, ClipLoss
+from vtp.losses.clip import MAX_LOG_SCALE, ClipLoss, clamp_logit_scale_
 
 
 def _embeddings(b: int = 6, e: int = 8, seed: int = 0, dtype=torch.float32):
@@ -45,13 +45,19 @@ def test_perfectly_aligned_pairs_at_max_scale_give_near_zero_loss():
     assert ClipLoss()(eye, eye.roll(1, 0), torch.tensor(MAX_LOG_SCALE)).item() > math.log(4)
 
 
-def test_scale_is_capped_at_100():
+def test_the_scale_is_clamped_after_the_step_not_inside_the_loss():
+    """Past ln 100 the loss still sees the parameter (a clamp inside the loss would zero its gradient forever, so
+    it could never come back down); OpenCLIP clamps the parameter in place after the optimizer step."""
     img, txt = _embeddings()
     high = torch.tensor(math.log(1000.0), requires_grad=True)
-    loss = ClipLoss()(img, txt, high)
-    torch.testing.assert_close(loss, ClipLoss()(img, txt, torch.tensor(MAX_LOG_SCALE)))
-    loss.backward()
-    assert high.grad == 0  # beyond the cap the parameter gets no gradient, as with CLIP's in-place clamp
+    ClipLoss()(img, txt, high).backward()
+    assert high.grad != 0
+    param = torch.nn.Parameter(torch.tensor([math.log(1000.0)]))
+    clamp_logit_scale_(param)
+    assert param.item() == pytest.approx(MAX_LOG_SCALE) and param.requires_grad
+    low = torch.nn.Parameter(torch.tensor([-1.0]))
+    clamp_logit_scale_(low)
+    assert low.item() == 0.0  # and never below a temperature of 1
 
 
 def test_shape_errors():

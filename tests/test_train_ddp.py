@@ -79,6 +79,15 @@ def test_two_process_ddp_matches_single_process(tmp_path):
     assert two["total_flops"] == pytest.approx(two["flops_per_step"] * 3)
 
 
+def test_two_processes_with_accumulation_match_single_process(tmp_path):
+    """2 ranks x 2 micro-batches of 2: CLIP scores the step's cached embeddings of both ranks, Sinkhorn spans
+    both micro-batches of both ranks, and the logit scale gets its gradient once, in the micro-step DDP syncs."""
+    single = tiny_config(tmp_path / "single", "vtp", *EXTRA, steps=3)
+    run_pretrain(single, resume=False, loader=tiny_loader(single))
+    mp.spawn(_rank_main, args=(2, str(tmp_path / "ddp"), free_port(), ("train.grad_accum=2",)), nprocs=2, join=True)
+    assert_matches_single(single, tmp_path / "ddp" / "vtp" / "tokenizer")
+
+
 GAN = ("loss.clip=false", "loss.ssl=false", "gan.steps=3", "gan.warmup_steps=1", "gan.start_step=0",
        "gan.adv_warmup_steps=1", "gan.disc_blocks=2")
 

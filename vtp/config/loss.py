@@ -16,7 +16,10 @@ class DinoLossConfig(Section):
     centering: Literal["sinkhorn", "softmax"] = "sinkhorn"
     center_momentum: float = Field(0.9, ge=0, le=1)
     ibot_weight: float = Field(1.0, ge=0)
-    koleo_weight: float = Field(0.0, ge=0)
+    koleo_weight: float = Field(0.0, ge=0)  # KoLeo spreads each rank's micro-batch (DINOv2: per-GPU batch)
+    # The prototypes (the head's last layer) stay frozen for this fraction of training (DINOv2: the first of 100
+    # epochs), which keeps the early, random targets from collapsing them.
+    freeze_last_layer_fraction: float = Field(0.01, ge=0, le=1)
 
 
 class LossConfig(Section):
@@ -26,7 +29,11 @@ class LossConfig(Section):
     weight_clip: float = Field(1.0, ge=0)
     weight_ssl: float = Field(1.0, ge=0)
     weight_rec: float = Field(0.1, ge=0)
-    lpips_weight: float = Field(1.0, ge=0)  # L_rec = L1 + lpips_weight * LPIPS
+    # L_rec = l1_weight * L1 + mse_weight * MSE + lpips_weight * LPIPS: VTP uses L1 + LPIPS; ViTok's stage 1 is
+    # MSE + LPIPS (+ KL), i.e. l1_weight 0, mse_weight 1.
+    l1_weight: float = Field(1.0, ge=0)
+    mse_weight: float = Field(0.0, ge=0)
+    lpips_weight: float = Field(1.0, ge=0)
     lpips_net: Literal["vgg", "alex"] = "vgg"
     lpips_weights: str | None = None  # file (safetensors or torchvision .pth); default: vtp.weights' search order
     kl_weight: float = Field(1e-3, ge=0)  # only for a variational (ViTok) bottleneck

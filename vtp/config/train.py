@@ -12,7 +12,7 @@ from vtp.config.base import Section, fail
 class TrainConfig(Section):
     steps: int = Field(300, ge=1)
     batch_size: int = Field(64, ge=1)  # global images per optimizer step, all ranks and accumulation included
-    grad_accum: int = Field(1, ge=1)
+    grad_accum: int = Field(1, ge=1)  # micro-batches per step; the objective stays the whole batch's
     lr: float = Field(1e-3, gt=0)
     min_lr: float = Field(1e-5, ge=0)
     warmup_steps: int = Field(30, ge=0)

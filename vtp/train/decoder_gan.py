@@ -35,7 +35,7 @@ class DecoderObjective(nn.Module):
     def __init__(self, decoder: nn.Module, cfg: Config):
         super().__init__()
         self.decoder = decoder
-        self.rec_loss = ReconstructionLoss(cfg.loss.lpips_net, cfg.loss.lpips_weight, cfg.loss.lpips_weights)
+        self.rec_loss = ReconstructionLoss.from_config(cfg.loss)
 
     def forward(self, latents: torch.Tensor, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         recon = self.decoder(latents)

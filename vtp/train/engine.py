@@ -56,6 +56,7 @@ class Trainer:
         self.fingerprint = get_stage(self.stage).fingerprint(cfg)
         self.micro = local_micro_batch(self.batch_size, self.grad_accum, info.world_size, section)
         self.step, self.skipped, self.samples = 0, 0, 0
+        self.bad_samples = 0  # samples the data stream dropped (undecodable, wrong size): counted, never fatal
         self.flops_per_step_device: float | None = None
         self.flops_per_step: float | None = None
         self.sharded_root: nn.Module | None = None  # an FSDP2 root, unsharded around save_images
@@ -78,6 +79,10 @@ class Trainer:
 
     def before_step(self) -> None:
         """Schedules for `self.step` (learning rates, ramps)."""
+
+    def prepare_step(self, micro_batches: list[dict]) -> None:
+        """Whatever one optimizer step computes once over all its micro-batches, before their micro-steps (the
+        pretrainer's whole-step CLIP features and SSL targets under gradient accumulation)."""
 
     def micro_step(self, batch: dict, micro: int, sync: bool) -> dict[str, torch.Tensor]:
         """Forward + backward of one micro-batch; returns the detached terms, `loss` among them."""
@@ -112,6 +117,7 @@ class Trainer:
         if saved is not None and self.resume and saved.get("fingerprint") == self.fingerprint:
             state = ckpt.load(path, self.modules(), self.optimizers())
             self.step, self.skipped, self.samples = state["step"], state["skipped_steps"], state["samples_seen"]
+            self.bad_samples = state.get("bad_samples_skipped", 0)
             self.last = state.get("last_logged", {})
             log.info("resumed from %s (step %d)", path, self.step)
             return
@@ -122,7 +128,8 @@ class Trainer:
 
     def save(self) -> None:
         state = {"fingerprint": self.fingerprint, "stage": self.stage, "config": self.cfg.name,
-                 "skipped_steps": self.skipped, "samples_seen": self.samples, "last_logged": self.last}
+                 "skipped_steps": self.skipped, "samples_seen": self.samples, "last_logged": self.last,
+                 "bad_samples_skipped": self.bad_samples}
         path = ckpt.save(self.ckpt_dir, self.step, self.modules(), self.optimizers(), state,
                          self.cfg.train.keep_checkpoints)
         log.info("checkpoint %s", path)
@@ -131,16 +138,19 @@ class Trainer:
     def _buffers(self) -> list[torch.Tensor]:
         return [b for m in self.modules().values() for b in m.buffers()]
 
-    def _count_flops(self, batch: dict) -> None:
-        """FLOPs of one optimizer step, counted on a real micro-step whose effects are then undone (the counter
-        may decompose fused kernels, so the counted pass must not be the one that trains)."""
+    def _count_flops(self, micro_batches: list[dict]) -> None:
+        """FLOPs of one optimizer step: its `prepare_step` plus grad_accum times its last micro-step, counted on
+        passes whose effects are then undone (the counter may decompose fused kernels, so the counted pass must
+        not be the one that trains)."""
         saved = [b.clone() for b in self._buffers()]
-        with FlopCounterMode(display=False) as counter:
-            self.micro_step(batch, 0, sync=True)
+        with FlopCounterMode(display=False) as once:
+            self.prepare_step(micro_batches)
+        with FlopCounterMode(display=False) as micro:  # the last micro-step: the one that syncs under DDP
+            self.micro_step(micro_batches[-1], len(micro_batches) - 1, sync=True)
         for b, s in zip(self._buffers(), saved):
             b.copy_(s)
         self._zero_grad()
-        self.flops_per_step_device = float(counter.get_total_flops()) * self.grad_accum
+        self.flops_per_step_device = float(once.get_total_flops() + micro.get_total_flops() * self.grad_accum)
         total = torch.tensor(self.flops_per_step_device, dtype=torch.float64, device=self.info.device)
         self.flops_per_step = float(vdist.all_reduce_sum(total).item())
 
@@ -151,11 +161,13 @@ class Trainer:
     def _train_step(self, batches: Iterator[dict]) -> dict[str, float] | None:
         tc, accum = self.cfg.train, self.grad_accum
         micro_batches = [next(batches) for _ in range(accum)]
-        if self.flops_per_step_device is None:
-            self._count_flops(micro_batches[0])
+        self.bad_samples += sum(int(b.get("skipped_samples", 0)) for b in micro_batches)
         self.before_step()
+        if self.flops_per_step_device is None:
+            self._count_flops(micro_batches)
         self._zero_grad()
         snapshot = [b.clone() for b in self._buffers()] if tc.nan_policy == "skip" else None
+        self.prepare_step(micro_batches)
         totals: dict[str, torch.Tensor] = {}
         for micro, batch in enumerate(micro_batches):
             parts = self.micro_step(batch, micro, sync=micro == accum - 1)
@@ -247,7 +259,8 @@ class Trainer:
         self.save()
         last = self.last
         metrics = {"config": cfg.name, "stage": self.stage, "step": self.step, "samples_seen": self.samples,
-                   "skipped_steps": self.skipped, "wall_s": time.perf_counter() - t_start,
+                   "skipped_steps": self.skipped,
+                   "bad_samples_skipped": self.bad_samples, "wall_s": time.perf_counter() - t_start,
                    "world_size": info.world_size, "flops_per_step": self.flops_per_step,
                    "flops_per_step_device": self.flops_per_step_device,
                    "total_flops": (self.flops_per_step or 0.0) * self.total_steps, "peak_flops_device": peak.flops,

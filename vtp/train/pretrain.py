@@ -1,9 +1,11 @@
 """`vtp pretrain`: the VTP stage-1 step (CLIP + SSL + reconstruction) on the shared engine.
 
-Per optimizer step: `grad_accum` micro-steps; each draws the CLIP/SSL/reconstruction subsets of the global
-micro-batch, builds multi-crop views and teacher targets for the SSL subset, runs the objective (DDP-wrapped) and
-backpropagates; then clip, AdamW step, EMA teacher update. Every random draw is seeded by its position
-(seed, step, micro-step[, sample]), so resume is exact and results do not depend on the number of ranks.
+Per optimizer step: `prepare_step` draws the SSL and reconstruction subsets of the step's global batch, builds
+the SSL subset's multi-crop views and teacher targets (Sinkhorn over the whole subset) and, under accumulation,
+caches the step's CLIP embeddings; then `grad_accum` micro-steps run the objective (DDP-wrapped) and
+backpropagate; then clip, AdamW step, the logit-scale clamp, EMA teacher update. Every random draw is seeded by
+its position (seed, step[, micro-step][, sample]), so resume is exact, and splitting a batch into ranks or
+micro-batches leaves the step unchanged (vtp.train.objectives says how, and where KoLeo is the exception).
 """
 from __future__ import annotations
 
@@ -15,11 +17,12 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from vtp import dist as vdist
-from vtp.config import Config
+from vtp.config import Config, ConfigError
+from vtp.losses.clip import clamp_logit_scale_
 from vtp.models.tokenizer import Tokenizer
 from vtp.train.data import Loader, webdataset_loader
 from vtp.train.engine import Trainer, run_trainer
-from vtp.train.objectives import SSLTargets, Subset, VTPObjective
+from vtp.train.objectives import ClipCache, MicroPlan, SSLTargets, Subset, VTPObjective
 from vtp.train.optim import build_optimizer, ema_momentum_at, lr_at, set_lr, teacher_temp_at
 from vtp.train.runtime import autocast, generator, step_seed
 from vtp.train.samples import save_reconstruction_grid, validation_images
@@ -40,6 +43,7 @@ class Pretrainer(Trainer):
         super().__init__(cfg, info, cfg.run_dir / "tokenizer", cfg.train.steps, resume)
         tc = cfg.train
         self.global_micro = self.micro * info.world_size
+        self.shares = info.world_size * self.grad_accum  # per-micro-batch means that make up one step
         spec = cfg.model.spec()
         self.tok = Tokenizer.from_spec(spec, bottleneck_ae_only=cfg.model.bottleneck_ae_only,
                                        clip_feature=cfg.model.clip_feature).to(info.device)
@@ -54,8 +58,15 @@ class Pretrainer(Trainer):
             if self.teacher is not None:  # shard like the student so the EMA pairs equal shards
                 self.teacher = apply_fsdp(self.teacher, forward_only=True)
         self.optimizer = build_optimizer(self.objective, tc.lr, tc.betas, tc.weight_decay)
-        # Subset sizes per micro-step: an optimizer step's subsets are spread over its grad_accum micro-batches.
-        self.subsets = {k: max(1, round(n / tc.grad_accum)) for k, n in cfg.batch_subsets().items()}
+        # Global subset sizes per step; CLIP takes an equal share of every rank's micro-batch.
+        self.subsets = cfg.batch_subsets()
+        self.clip_rows = self.subsets.get("clip", 0) // self.shares
+        if cfg.loss.clip and self.clip_rows * self.shares != self.subsets["clip"]:
+            raise ConfigError(f"loss.batch_ratio = {list(cfg.loss.batch_ratio)} gives a CLIP subset of "
+                              f"{self.subsets['clip']} images, which must split evenly over world size x grad_accum "
+                              f"= {self.shares} (open_clip's all-gather needs equal rows per rank)")
+        self.freeze_prototypes_until = round(cfg.loss.dino.freeze_last_layer_fraction * tc.steps)
+        self.plan: list[MicroPlan] = []
         self._loader = loader
         # Grids show the same images all run: validation images, or (for a loader passed in, e.g. in-memory
         # data) the first images that loader yields.
@@ -74,60 +85,104 @@ class Pretrainer(Trainer):
         return f", {self.cfg.model.size}, objectives {'+'.join(self.cfg.loss.enabled)}, subsets {self.subsets}"
 
     # -- one step -------------------------------------------------------------------------------------------------
-    def _subset(self, gen: torch.Generator, size: int) -> Subset:
-        rows = torch.randperm(self.global_micro, generator=gen)[:size].sort().values
-        lo = self.info.rank * self.micro
-        mine = (rows >= lo) & (rows < lo + self.micro)
-        return Subset.of((rows[mine] - lo).to(self.info.device), mine.nonzero()[:, 0], size, self.info.world_size)
+    def _subsets(self, gen: torch.Generator, size: int) -> list[Subset]:
+        """A random subset of the step's global batch, as each micro-batch of this rank holds it. Global row
+        layout: micro-batch m, rank r, local row i -> m * global_micro + r * micro + i."""
+        rows = torch.randperm(self.batch_size, generator=gen)[:size].sort().values
+        out = []
+        for m in range(self.grad_accum):
+            lo = m * self.global_micro + self.info.rank * self.micro
+            mine = (rows >= lo) & (rows < lo + self.micro)
+            out.append(Subset.of((rows[mine] - lo).to(self.info.device), mine.nonzero()[:, 0], size, self.shares))
+        return out
 
-    def _ssl_targets(self, images: torch.Tensor, sub: Subset, temp: float, keys: tuple[int, ...]) -> SSLTargets:
-        """Multi-crop views (parameters drawn for the whole global subset, this rank's rows applied) and the
-        teacher's targets."""
-        views = self.views(images[sub.index], generator(self.cfg.seed, *keys, 1), sub.position, sub.size)
-        glob, masks, local = views["global_crops"], views["masks"], views["local_crops"]
-        with torch.no_grad(), autocast(self.info.device, self.cfg.train.precision):
-            out = self.teacher(glob, patch_mask=masks)
-            cls_logits, patch_logits = out["cls_logits"].float(), out["patch_logits"].float()
-            dino_loss, ibot_loss = self.objective.dino_loss, self.objective.ibot_loss
-            if sub.scale == 0:  # this rank's placeholder row: join the collectives with no rows, weight 0
-                cls_logits, patch_logits = cls_logits[:0], patch_logits[:0]
-            dino = _or_uniform(dino_loss.teacher_probs(cls_logits, temp), out["cls_logits"])
-            ibot = _or_uniform(ibot_loss.teacher_probs(patch_logits, temp), out["patch_logits"])
-            dino_loss.update_center(cls_logits)
-            ibot_loss.update_center(patch_logits)
-        return SSLTargets(glob, local, masks, list(dino.chunk(2)), ibot)
+    def _ssl_targets(self, micro_batches: list[dict], subsets: list[Subset], temp: float) -> list[SSLTargets]:
+        """Multi-crop views of each micro-batch's SSL rows (parameters drawn for the whole global subset) and the
+        teacher's targets, normalised over the step's whole subset; the centres move once per step."""
+        views, cls, patch = [], [], []
+        for batch, sub in zip(micro_batches, subsets):
+            images = batch["image"].to(self.info.device, non_blocking=True)
+            v = self.views(images[sub.index], generator(self.cfg.seed, self.step, 1), sub.position, sub.size)
+            with torch.no_grad(), autocast(self.info.device, self.cfg.train.precision):
+                out = self.teacher(v["global_crops"], patch_mask=v["masks"])
+            c, p = out["cls_logits"].float(), out["patch_logits"].float()
+            if sub.scale == 0:  # a placeholder row (weight 0): it joins no statistic
+                c, p = c[:0], p[:0]
+            views.append((v, out["cls_logits"], out["patch_logits"]))
+            cls.append(c)
+            patch.append(p)
+        dino_loss, ibot_loss = self.objective.dino_loss, self.objective.ibot_loss
+        with torch.no_grad():
+            all_cls, all_patch = torch.cat(cls), torch.cat(patch)
+            dino = dino_loss.teacher_probs(all_cls, temp).split([len(c) for c in cls])
+            ibot = ibot_loss.teacher_probs(all_patch, temp).split([len(p) for p in patch])
+            dino_loss.update_center(all_cls)
+            ibot_loss.update_center(all_patch)
+        return [SSLTargets(v["global_crops"], v["local_crops"], v["masks"], list(_or_uniform(d, c_like).chunk(2)),
+                           _or_uniform(i, p_like))
+                for (v, c_like, p_like), d, i in zip(views, dino, ibot)]
+
+    def _seed_micro(self, micro: int) -> None:
+        # Per-rank randomness inside the model (drop path, Gaussian bottleneck noise): reproducible per micro-step;
+        # the CLIP cache pass and its micro-step draw the same drop-path masks.
+        torch.manual_seed(step_seed(self.cfg.seed, self.step, micro, self.info.rank))
+
+    def _clip_cache(self, micro_batches: list[dict]) -> ClipCache:
+        images, texts = [], []
+        for m, batch in enumerate(micro_batches):
+            self._seed_micro(m)
+            with torch.no_grad(), autocast(self.info.device, self.cfg.train.precision):
+                img, txt = self.model(batch["image"].to(self.info.device, non_blocking=True), list(batch["caption"]),
+                                      self.plan[m], clip_only=True)
+            images.append(img)
+            texts.append(txt)
+        return ClipCache(images, texts)
 
     def before_step(self) -> None:
         tc = self.cfg.train
         set_lr(self.optimizer, lr_at(self.step, tc.steps, tc.lr, tc.min_lr, tc.warmup_steps))
 
+    def prepare_step(self, micro_batches: list[dict]) -> None:
+        cfg, accum = self.cfg, len(micro_batches)
+        for batch in micro_batches:
+            if batch["image"].shape[0] != self.micro:
+                raise ValueError(f"loader gave a batch of {batch['image'].shape[0]} images; expected {self.micro}")
+        gen = generator(cfg.seed, self.step)
+        rec = self._subsets(gen, self.subsets["rec"]) if cfg.loss.rec else [None] * accum
+        ssl = self._subsets(gen, self.subsets["ssl"]) if cfg.loss.ssl else [None] * accum
+        targets = [None] * accum
+        if cfg.loss.ssl:
+            temp = teacher_temp_at(self.step, cfg.train.steps, cfg.loss.dino.teacher_temp_warmup,
+                                   cfg.loss.dino.teacher_temp, cfg.loss.dino.warmup_fraction)
+            targets = self._ssl_targets(micro_batches, ssl, temp)
+        self.plan = [MicroPlan(m, accum, self.clip_rows, rec[m], ssl[m], targets[m], None) for m in range(accum)]
+        if cfg.loss.clip and accum > 1:
+            cache = self._clip_cache(micro_batches)
+            for p in self.plan:
+                p.clip_cache = cache
+
     def micro_step(self, batch: dict, micro: int, sync: bool) -> dict[str, torch.Tensor]:
         cfg, dev = self.cfg, self.info.device
         images = batch["image"].to(dev, non_blocking=True)
-        if images.shape[0] != self.micro:
-            raise ValueError(f"loader gave a batch of {images.shape[0]} images; expected {self.micro}")
-        keys = (self.step, micro)
-        gen = generator(cfg.seed, *keys)
-        # Per-rank randomness inside the model (drop path, Gaussian bottleneck noise): reproducible per step.
-        torch.manual_seed(step_seed(cfg.seed, *keys, self.info.rank))
-        rec = self._subset(gen, self.subsets["rec"]) if cfg.loss.rec else None
-        ssl = self._subset(gen, self.subsets["ssl"]) if cfg.loss.ssl else None
+        self._seed_micro(micro)
         captions = list(batch["caption"]) if cfg.loss.clip else None
-        temp = teacher_temp_at(self.step, cfg.train.steps, cfg.loss.dino.teacher_temp_warmup,
-                               cfg.loss.dino.teacher_temp, cfg.loss.dino.warmup_fraction)
-        targets = self._ssl_targets(images, ssl, temp, keys) if ssl is not None else None
         ctx = self.model.no_sync() if (not sync and isinstance(self.model, DDP)) else contextlib.nullcontext()
         with ctx:
             with autocast(dev, cfg.train.precision):
-                parts = self.model(images, captions, rec, ssl, targets)
-            (parts["loss"] / cfg.train.grad_accum).backward()
+                parts, loss = self.model(images, captions, self.plan[micro])
+            (loss / self.grad_accum).backward()
         return {k: v.detach().float() for k, v in parts.items()}
 
     def update(self) -> dict[str, float]:
         tc = self.cfg.train
+        head = self.tok.dino_head
+        if head is not None and self.step < self.freeze_prototypes_until:  # DINOv2's freeze_last_layer
+            head.prototypes.grad = None
         params = [p for p in self.objective.parameters() if p.grad is not None]
         grad_norm = torch.nn.utils.clip_grad_norm_(params, tc.grad_clip if tc.grad_clip > 0 else float("inf"))
         self.optimizer.step()
+        if self.tok.logit_scale is not None and self.cfg.loss.clip:
+            clamp_logit_scale_(self.tok.logit_scale)
         if self.teacher is not None:
             self.teacher.update(self.tok, ema_momentum_at(self.step, tc.steps, *tc.ema_momentum))
         out = {"grad_norm": float(grad_norm), "lr": self.optimizer.param_groups[0]["lr"]}
