@@ -87,12 +87,17 @@ def config_show(name: Annotated[str, typer.Argument(help="Configuration name, or
 @config_app.command("list")
 @stage
 def config_list(params: ParamsOpt = Path("params.yaml")):
-    """List the named configurations."""
+    """List the named configurations with their estimated pretraining model FLOPs (vtp.train.compute)."""
+    from vtp.train.compute import pretrain_step_flops
+
     for name in config_names(params):
         cfg = resolve(name, None, params)
         spec = cfg.model.spec()
+        flops = pretrain_step_flops(cfg)["total"] * cfg.train.steps
+        derived = f" (= {cfg.train.equal_compute_with})" if cfg.train.equal_compute_with else ""
         typer.echo(f"{name:16s} size={spec.name} objectives={'+'.join(cfg.loss.enabled)} "
-                   f"E={spec.bottleneck_size(cfg.data.resolution)} steps={cfg.train.steps}")
+                   f"E={spec.bottleneck_size(cfg.data.resolution)} steps={cfg.train.steps}{derived} "
+                   f"model_flops={flops:.3e}")
 
 
 @app.command()

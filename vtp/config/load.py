@@ -96,6 +96,33 @@ def load_config(name: str | None = None, overrides: tuple[str, ...] | list[str] 
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {item!r}: {k} is not a section")
         node[keys[-1]] = value
+    cfg = _validated(raw)
+    return _equal_compute(cfg, raw, configs, overrides, params) if cfg.train.equal_compute_with else cfg
+
+
+def _equal_compute(cfg: Config, raw: dict, configs: dict, overrides, params) -> Config:
+    """Derive `train.steps` from `train.equal_compute_with`: the named configuration as params.yaml defines it
+    (this configuration's --set overrides do not apply to it). `--set train.steps=N` overrides the derivation."""
+    from vtp.train.compute import equal_compute_steps  # measures on the meta device: torch-heavy, so lazy
+
+    ref_name, name = cfg.train.equal_compute_with, cfg.name
+    if any(o.split("=", 1)[0].strip() == "train.steps" for o in overrides):  # an explicit --set wins, and the
+        return _validated(deep_merge(raw, {"train": {"equal_compute_with": None}}))  # record claims no equality
+    if "steps" in ((configs.get(name) or {}).get("train") or {}):
+        raise ConfigError(f"config {name!r}: train.steps and train.equal_compute_with are both set; the steps are "
+                          f"derived from the equal-compute reference, so set only one")
+    if ref_name not in configs:
+        raise ConfigError(f"config {name!r}: train.equal_compute_with = {ref_name!r}: unknown configuration; "
+                          f"choose from: {', '.join(c for c in configs if c != name)}")
+    chained = ((configs.get(ref_name) or {}).get("train") or {}).get("equal_compute_with")
+    if chained or ref_name == name:
+        raise ConfigError(f"config {name!r}: train.equal_compute_with = {ref_name!r}, which itself derives its steps "
+                          f"from {chained or ref_name!r}; point at a configuration with fixed steps")
+    reference = load_config(ref_name, (), params)
+    return _validated(deep_merge(raw, {"train": {"steps": equal_compute_steps(cfg, reference)}}))
+
+
+def _validated(raw: dict) -> Config:
     try:
         return Config.model_validate(raw)
     except ValidationError as e:

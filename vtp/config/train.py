@@ -11,6 +11,8 @@ from vtp.config.base import Section, fail
 
 class TrainConfig(Section):
     steps: int = Field(300, ge=1)
+    # NAME: steps derived so this configuration's model FLOPs equal configuration NAME's (vtp.train.compute)
+    equal_compute_with: str | None = None
     batch_size: int = Field(64, ge=1)  # global images per optimizer step, all ranks and accumulation included
     grad_accum: int = Field(1, ge=1)  # micro-batches per step; the objective stays the whole batch's
     lr: float = Field(1e-3, gt=0)

@@ -30,7 +30,9 @@ from vtp.train.data import Loader, stream
 from vtp.train.live import Live
 from vtp.train.runtime import GracefulStop, Interrupted, NonFiniteLoss, first_non_finite, set_determinism, uses_bf16
 
-FLOPS_CONVENTION = "2 x MACs, forward + backward, counted by torch.utils.flop_counter on one real micro-step"
+FLOPS_CONVENTION = ("2 x MACs, forward + backward, counted by torch.utils.flop_counter on one real micro-step; "
+                    "model_* excludes the frozen loss networks (LPIPS), which loss_network_* counts: equal compute "
+                    "means equal model_total_flops (vtp.train.compute)")
 
 
 def local_micro_batch(batch_size: int, grad_accum: int, world_size: int, section: str = "train") -> int:
@@ -59,6 +61,7 @@ class Trainer:
         self.bad_samples = 0  # samples the data stream dropped (undecodable, wrong size): counted, never fatal
         self.flops_per_step_device: float | None = None
         self.flops_per_step: float | None = None
+        self.loss_network_flops_per_step: float = 0.0
         self.sharded_root: nn.Module | None = None  # an FSDP2 root, unsharded around save_images
         self.last: dict[str, float] = {}  # the last logged means: kept in checkpoints, so a resumed run reports them
         self._imaged_step: int | None = None
@@ -102,6 +105,11 @@ class Trainer:
 
     def describe(self) -> str:
         return ""
+
+    def loss_network_flops(self) -> float:
+        """FLOPs of the frozen loss networks (LPIPS) in the last micro-step counted, on this device: recorded apart
+        from the model's, which define equal compute."""
+        return 0.0
 
     # -- checkpoints ----------------------------------------------------------------------------------------------
     def _set_aside(self, why: str) -> None:
@@ -147,12 +155,14 @@ class Trainer:
             self.prepare_step(micro_batches)
         with FlopCounterMode(display=False) as micro:  # the last micro-step: the one that syncs under DDP
             self.micro_step(micro_batches[-1], len(micro_batches) - 1, sync=True)
+        loss_networks = self.loss_network_flops() * self.grad_accum
         for b, s in zip(self._buffers(), saved):
             b.copy_(s)
         self._zero_grad()
         self.flops_per_step_device = float(once.get_total_flops() + micro.get_total_flops() * self.grad_accum)
-        total = torch.tensor(self.flops_per_step_device, dtype=torch.float64, device=self.info.device)
-        self.flops_per_step = float(vdist.all_reduce_sum(total).item())
+        totals = torch.tensor([self.flops_per_step_device, loss_networks], dtype=torch.float64,
+                              device=self.info.device)
+        self.flops_per_step, self.loss_network_flops_per_step = vdist.all_reduce_sum(totals).tolist()
 
     def _zero_grad(self) -> None:
         for opt in self.optimizers().values():
@@ -258,12 +268,16 @@ class Trainer:
             self._images(live)
         self.save()
         last = self.last
+        model_flops = (self.flops_per_step or 0.0) - self.loss_network_flops_per_step
         metrics = {"config": cfg.name, "stage": self.stage, "step": self.step, "samples_seen": self.samples,
                    "skipped_steps": self.skipped,
                    "bad_samples_skipped": self.bad_samples, "wall_s": time.perf_counter() - t_start,
                    "world_size": info.world_size, "flops_per_step": self.flops_per_step,
                    "flops_per_step_device": self.flops_per_step_device,
-                   "total_flops": (self.flops_per_step or 0.0) * self.total_steps, "peak_flops_device": peak.flops,
+                   "total_flops": (self.flops_per_step or 0.0) * self.total_steps,
+                   "loss_network_flops_per_step": self.loss_network_flops_per_step,
+                   "model_flops_per_step": model_flops, "model_total_flops": model_flops * self.total_steps,
+                   "peak_flops_device": peak.flops,
                    "peak_source": peak.source, "flops_convention": FLOPS_CONVENTION, **last}
         self.export(metrics)
         if info.is_main:

@@ -1,0 +1,68 @@
+"""The compute convention: model FLOPs apart from the loss networks, the estimate held to the engine's count, and
+equal-compute steps derived by the platform."""
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from vtp.config import ConfigError, load_config
+from vtp.train.compute import equal_compute_steps, pretrain_step_flops
+from vtp.train.pretrain import run_pretrain
+
+from train_utils import REPO, tiny_config, tiny_loader
+
+MIXES = {"ae": ["loss.clip=false", "loss.ssl=false"], "vtp": [], "vtp-accum": ["train.grad_accum=2"]}
+
+
+@pytest.mark.parametrize("mix", MIXES)
+def test_the_estimate_matches_the_engines_count_of_the_model(tmp_path, mix):
+    cfg = tiny_config(tmp_path, "vtp", *MIXES[mix], steps=2)
+    m = run_pretrain(cfg, resume=False, loader=tiny_loader(cfg))
+    assert m["loss_network_flops_per_step"] > 0  # LPIPS, counted apart
+    assert m["model_flops_per_step"] == pytest.approx(m["flops_per_step"] - m["loss_network_flops_per_step"])
+    assert m["model_total_flops"] == pytest.approx(m["model_flops_per_step"] * 2)
+    # The estimate counts backward as 2 forwards everywhere; the real step skips a few input gradients (patch
+    # embedding, first layers), so it runs a few percent high — the same few percent for every mix.
+    ratio = pretrain_step_flops(cfg)["total"] / m["model_flops_per_step"]
+    assert 1.0 <= ratio < 1.10, ratio
+
+
+def test_without_reconstruction_nothing_is_a_loss_network(tmp_path):
+    cfg = tiny_config(tmp_path, "vtp", "loss.rec=false", steps=2)
+    m = run_pretrain(cfg, resume=False, loader=tiny_loader(cfg))
+    assert m["loss_network_flops_per_step"] == 0 and m["model_flops_per_step"] == m["flops_per_step"]
+
+
+def _params(tmp_path, configs: dict) -> str:
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["configs"] = configs
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return str(path)
+
+
+def test_equal_compute_steps_are_derived_and_ignore_the_loss_network(tmp_path):
+    params = _params(tmp_path, {"full": {}, "ae": {"loss": {"clip": False, "ssl": False},
+                                                   "train": {"equal_compute_with": "full"}}})
+    full, ae = load_config("full", (), params), load_config("ae", (), params)
+    assert ae.train.steps == equal_compute_steps(ae, full) > full.train.steps  # an AE step is cheaper
+    spent = pretrain_step_flops(ae)["total"] * ae.train.steps
+    assert spent == pytest.approx(pretrain_step_flops(full)["total"] * full.train.steps, rel=1 / ae.train.steps)
+    # LPIPS is not tokenizer compute: a costlier loss network changes no derived budget.
+    vgg = load_config("ae", ("loss.lpips_net=vgg",), params)
+    assert vgg.train.steps == ae.train.steps
+
+
+def test_equal_compute_errors_name_the_field(tmp_path):
+    params = _params(tmp_path, {"full": {}, "both": {"train": {"equal_compute_with": "full", "steps": 100}},
+                                "lost": {"train": {"equal_compute_with": "nowhere"}},
+                                "chain": {"train": {"equal_compute_with": "lost"}}})
+    with pytest.raises(ConfigError, match="train.steps and train.equal_compute_with are both set"):
+        load_config("both", (), params)
+    with pytest.raises(ConfigError, match=r"train.equal_compute_with = 'nowhere': unknown configuration"):
+        load_config("lost", (), params)
+    with pytest.raises(ConfigError, match="which itself derives its steps"):
+        load_config("chain", (), params)
+    # An explicit --set train.steps wins (a quick smoke run), and the resolved config no longer claims equality.
+    quick = load_config("lost", ("train.steps=50",), params)
+    assert quick.train.steps == 50 and quick.train.equal_compute_with is None
