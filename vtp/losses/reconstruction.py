@@ -30,6 +30,19 @@ class ReconstructionLoss(nn.Module):
         """From a `loss:` section (vtp.config.LossConfig)."""
         return cls(lc.lpips_net, lc.lpips_weight, lc.lpips_weights, lc.l1_weight, lc.mse_weight)
 
+    def lpips_flops(self, n: int, resolution: int, device: torch.device | str) -> float:
+        """FLOPs LPIPS spends in one training call on n images: forward + backward to the reconstruction (its own
+        weights are frozen), forward only at weight 0. Counted on zeros, apart from the model's FLOPs."""
+        from torch.utils.flop_counter import FlopCounterMode
+
+        train = self.lpips_weight > 0
+        x = torch.zeros(n, 3, resolution, resolution, device=device, requires_grad=train)
+        with FlopCounterMode(display=False) as counter, torch.set_grad_enabled(train):
+            out = self.lpips(x, torch.zeros_like(x)).sum()
+            if train:
+                out.backward()
+        return float(counter.get_total_flops())
+
     def forward(self, recon: Tensor, target: Tensor) -> dict[str, Tensor]:
         if recon.shape != target.shape or recon.ndim != 4 or recon.shape[1] != 3:
             raise ValueError(f"reconstruction loss: expected recon and target of the same (B,3,H,W) shape, got "

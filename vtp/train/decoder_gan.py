@@ -77,6 +77,9 @@ class DecoderGanTrainer(Trainer):
         self.grid_images = validation_images(cfg) if loader is None else next(loader(cfg.seed))["image"][:8]
         self.adv_weight = 0.0
 
+    def loss_network_flops(self) -> float:
+        return self.objective.rec_loss.lpips_flops(self.micro, self.cfg.data.resolution, self.info.device)
+
     def modules(self) -> dict[str, nn.Module]:
         return {"decoder": self.objective, "disc": self.disc} | ({"ema": self.ema} if self.ema is not None else {})
 

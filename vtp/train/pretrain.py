@@ -15,7 +15,6 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
-from torch.utils.flop_counter import FlopCounterMode
 
 from vtp import dist as vdist
 from vtp.config import Config, ConfigError
@@ -86,17 +85,10 @@ class Pretrainer(Trainer):
         return f", {self.cfg.model.size}, objectives {'+'.join(self.cfg.loss.enabled)}, subsets {self.subsets}"
 
     def loss_network_flops(self) -> float:
-        lpips = self.objective.rec_loss.lpips if self.objective.rec_loss is not None else None
-        if lpips is None or not self.plan:
+        rec = self.objective.rec_loss
+        if rec is None or not self.plan:
             return 0.0
-        res = self.cfg.data.resolution
-        train = self.cfg.loss.lpips_weight > 0  # at weight 0 LPIPS is only reported: a forward without a graph
-        x = torch.zeros(len(self.plan[-1].rec.index), 3, res, res, device=self.info.device, requires_grad=train)
-        with FlopCounterMode(display=False) as counter, torch.set_grad_enabled(train):
-            out = lpips(x, torch.zeros_like(x)).sum()
-            if train:
-                out.backward()
-        return float(counter.get_total_flops())
+        return rec.lpips_flops(len(self.plan[-1].rec.index), self.cfg.data.resolution, self.info.device)
 
     # -- one step -------------------------------------------------------------------------------------------------
     def _subsets(self, gen: torch.Generator, size: int) -> list[Subset]:
