@@ -6,7 +6,7 @@
     shards      writing WebDataset tar shards atomically and reproducibly; indexing existing ones
     manifest    manifest.json: counts, class balance, caption lengths, checksums, skipped inputs
     ingest      `vtp ingest`: parallel workers, duplicates, splits, publication of a complete dataset
-    loader      the endless resampled training stream and the deterministic evaluation pass
+    loader      the training stream in fixed epochs (bad samples skipped and counted) and the evaluation pass
     views       DINOv2-style multi-crop views and iBOT block masks (batched, any device)
     photometric DINOv2's colour jitter, grayscale, blur and solarisation of the views, one parameter per sample
     text        caption tokens through open_clip's bundled tokenizer

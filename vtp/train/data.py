@@ -1,37 +1,65 @@
 """The training stream: local micro-batches, resumable at any micro-step.
 
-The stream is cut into chunks of `CHUNK` micro-batches; chunk c reads from a loader seeded by (seed, c). Resuming
-at micro-step m re-creates chunk m // CHUNK and skips m % CHUNK batches, so a resumed run reads exactly the
-batches an uninterrupted one would, while skipping at most one chunk of decoding.
+A loader is cut into epochs of the same number of micro-batches on every rank (`Epochs`), each determined by
+(seed, epoch): resuming at micro-step m opens epoch m // batches at its batch m % batches, so a resumed run reads
+exactly the batches an uninterrupted one would. The webdataset loader's epochs are passes over the shards, each
+one fresh DataLoader (`vtp.data.loader`), and it skips to a batch without decoding pixels. A plain loader,
+seed -> endless iterator (in-memory data, the latent shards), is read in epochs of `CHUNK` batches, epoch e from
+the seed step_seed(seed, e), so that resuming it skips at most one chunk.
 """
 from __future__ import annotations
 
 import itertools
-from typing import Callable, Iterator
+from dataclasses import dataclass
+from typing import Callable, Iterator, Union
 
 from vtp.config import Config
 from vtp.train.runtime import step_seed
 
 CHUNK = 1000
 
-Loader = Callable[[int], Iterator[dict]]  # seed -> infinite iterator of local micro-batches
+
+@dataclass(frozen=True)
+class Epochs:
+    """`open(seed, epoch, skip)` iterates batches skip..batches-1 of that epoch of this rank's stream. Calling it
+    with a seed gives the whole stream, like a plain loader."""
+    open: Callable[[int, int, int], Iterator[dict]]
+    batches: int
+
+    def __call__(self, seed: int) -> Iterator[dict]:
+        return stream(self, seed, 0)
 
 
-def webdataset_loader(cfg: Config, micro_batch: int, rank: int, world: int) -> Loader:
+Loader = Union[Epochs, Callable[[int], Iterator[dict]]]  # a plain loader: seed -> endless iterator of micro-batches
+
+
+def epochs(loader: Loader) -> Epochs:
+    if isinstance(loader, Epochs):
+        return loader
+    return Epochs(lambda seed, epoch, skip: itertools.islice(loader(step_seed(seed, epoch)), skip, CHUNK), CHUNK)
+
+
+def webdataset_loader(cfg: Config, micro_batch: int, rank: int, world: int) -> Epochs:
     from vtp.data.loader import train_loader
 
-    def make(seed: int) -> Iterator[dict]:
-        return iter(train_loader(cfg, micro_batch, rank=rank, world_size=world, seed=seed))
+    def make(seed: int):
+        return train_loader(cfg, micro_batch, rank=rank, world_size=world, seed=seed)
 
-    return make
+    return Epochs(lambda seed, epoch, skip: make(seed).epoch(epoch, skip), make(cfg.seed).epoch_batches)
 
 
 def stream(loader: Loader, seed: int, start: int) -> Iterator[dict]:
-    chunk, skip = divmod(start, CHUNK)
+    """This rank's micro-batches from micro-step `start` on, forever."""
+    ep = epochs(loader)
+    epoch, skip = divmod(start, ep.batches)
     while True:
-        it = itertools.islice(loader(step_seed(seed, chunk)), skip, CHUNK)
-        yield from it
-        chunk, skip = chunk + 1, 0
+        n = skip
+        for batch in ep.open(seed, epoch, skip):
+            n += 1
+            yield batch
+        if n != ep.batches:  # every rank must see the same epoch length, or the ranks' steps drift apart
+            raise RuntimeError(f"epoch {epoch} of the training stream had {n} batches; expected {ep.batches}")
+        epoch, skip = epoch + 1, 0
 
 
 def memory_loader(images, captions: list[str], micro_batch: int, rank: int = 0, world: int = 1) -> Loader:
