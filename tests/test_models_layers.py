@@ -1,4 +1,5 @@
-"""ViT building blocks: 2D axial RoPE, sample-level stochastic depth, block options."""
+"""ViT building blocks: RoPE (DINOv3 2D axial, ViTok integer positions), sample-level stochastic depth,
+block options."""
 from __future__ import annotations
 
 import math
@@ -8,8 +9,10 @@ import torch
 import torch.nn.functional as F
 from timm.layers.pos_embed_sincos import apply_rot_embed_cat
 
-from vtp.models.layers import AxialRope, ViTStack, make_ffn, make_norm, sample_drop_residual
-from vtp.models.registry import ViTSpec
+from vtp.config import load_config
+from vtp.config.base import ConfigError
+from vtp.models.layers import AxialRope, Rope, ViTStack, make_ffn, make_norm, sample_drop_residual
+from vtp.models.registry import SIZES, ViTSpec, with_overrides
 
 
 def reference_rope(h: int, w: int, head_dim: int, base: float) -> torch.Tensor:
@@ -131,3 +134,148 @@ def test_block_options_build_and_bad_options_are_named():
 def test_swiglu_hidden_follows_the_dinov3_rule():
     ffn = make_ffn(ViTSpec(width=1024, depth=1, heads=16))
     assert ffn.fc1.out_features == 2 * 2736 and ffn.fc2.in_features == 2736  # int(1024*4*2/3)=2730 -> 2736
+
+
+# ---- ViTok's integer-position RoPE (METHOD.md 4.1; registry.ROPE_STYLES) ------------------------------------
+def vitok_angles(style: str, h: int, w: int, head_dim: int, theta: float, num_prefix: int = 0) -> list[list[float]]:
+    """The formula with Python floats: 1D, token p (prefix first, then row-major patches) turns channel pair
+    (2i, 2i+1) by p * theta^(-2i/d); 2D, patch (row y, column x) turns pair j < d/4 by x * theta^(-4j/d) and
+    pair d/4 + j by y * theta^(-4j/d)."""
+    if style == "vitok-1d":
+        return [[p * theta ** (-2 * i / head_dim) for i in range(head_dim // 2)] for p in range(num_prefix + h * w)]
+    rows = []
+    for p in range(h * w):
+        y, x = divmod(p, w)
+        freqs = [theta ** (-4 * j / head_dim) for j in range(head_dim // 4)]
+        rows.append([x * f for f in freqs] + [y * f for f in freqs])
+    return rows
+
+
+def rotate_pairs(x: torch.Tensor, angles: list[list[float]]) -> torch.Tensor:
+    """ViTok's `apply_rotary_emb` as complex numbers: (x[2i] + i x[2i+1]) * exp(i angle_i)."""
+    z = torch.view_as_complex(x.double().reshape(*x.shape[:-1], -1, 2).contiguous())
+    a = torch.tensor(angles, dtype=torch.float64)
+    return torch.view_as_real(z * torch.polar(torch.ones_like(a), a)).flatten(-2).float()
+
+
+@pytest.mark.parametrize("style, grid, num_prefix", [("vitok-1d", (3, 4), 0), ("vitok-1d", (2, 3), 2),
+                                                      ("vitok-2d", (3, 4), 0), ("vitok-2d", (4, 2), 0)])
+def test_vitok_rope_angles_follow_the_formula(style, grid, num_prefix):
+    rope = Rope(head_dim=16, base=1e4, style=style, num_prefix=num_prefix)
+    table = rope(grid)
+    n = grid[0] * grid[1] + (num_prefix if style == "vitok-1d" else 0)
+    assert table.shape == (n, 32) and table.dtype == torch.float32 and not rope.rotate_half
+    ref = torch.tensor(vitok_angles(style, *grid, 16, 1e4, num_prefix), dtype=torch.float64)
+    torch.testing.assert_close(rope.angles(grid), ref, atol=1e-12, rtol=0)
+    ref = ref.repeat_interleave(2, dim=-1)  # both channels of a pair share the angle
+    torch.testing.assert_close(table, torch.cat([ref.sin(), ref.cos()], dim=-1).float(), atol=1e-6, rtol=0)
+    # the table, applied as the attention applies it, is ViTok's pairwise rotation
+    x = torch.randn(2, n, 16)
+    torch.testing.assert_close(apply_rot_embed_cat(x, table, half=False), rotate_pairs(x, vitok_angles(
+        style, *grid, 16, 1e4, num_prefix)), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("style", ["dinov3-2d", "vitok-1d", "vitok-2d"])
+def test_rope_rotations_preserve_norms(style):
+    rope = Rope(head_dim=32, base=1e4 if style != "dinov3-2d" else 100.0, style=style)
+    table = rope((5, 6))
+    x = torch.randn(3, table.shape[0], 32)
+    y = apply_rot_embed_cat(x, table, half=rope.rotate_half)
+    torch.testing.assert_close(y.norm(dim=-1), x.norm(dim=-1), atol=1e-5, rtol=1e-5)
+
+
+def test_vitok_1d_rope_is_relative_along_the_sequence():
+    """Same q and same k at every position: after the rotation q_a . k_b depends on b - a only."""
+    n = 4 * 5
+    table = Rope(head_dim=32, base=1e4, style="vitok-1d")((4, 5))
+    q = apply_rot_embed_cat(torch.randn(32).expand(n, 32), table, half=False)
+    k = apply_rot_embed_cat(torch.randn(32).expand(n, 32), table, half=False)
+    score = lambda a, b: (q[a] * k[b]).sum()  # noqa: E731
+    for a, b, shift in [(0, 3, 7), (5, 2, 11), (9, 9, -9), (0, 19, 0)]:
+        torch.testing.assert_close(score(a, b), score(a + shift, b + shift), atol=1e-4, rtol=1e-4)
+    assert not torch.isclose(score(0, 1), score(0, 6), atol=1e-3)
+
+
+def capture_qk(monkeypatch, spec: ViTSpec, num_prefix: int, grid: tuple[int, int]):
+    """Run a 1-block stack; return (rotated q, rotated k, raw q, raw k), each (B, heads, tokens, head_dim)."""
+    stack = ViTStack(spec, num_prefix=num_prefix).eval()
+    seen = {}
+
+    def capture(q, k, v, **kwargs):
+        seen["q"], seen["k"] = q, k
+        return torch.zeros_like(q)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", capture)
+    n = num_prefix + grid[0] * grid[1]
+    x = torch.randn(2, n, spec.width)
+    stack(x, grid)
+    blk = stack.blocks[0]
+    q, k, _ = blk.attn.qkv(blk.norm1(x)).reshape(2, n, 3, spec.heads, spec.head_dim).permute(2, 0, 3, 1, 4)
+    return seen["q"], seen["k"], q, k
+
+
+def test_vitok_1d_rotates_prefix_tokens_as_the_first_positions(monkeypatch):
+    spec = ViTSpec(width=32, depth=1, heads=2, rope="vitok-1d", rope_base=1e4)
+    q_rot, k_rot, q, k = capture_qk(monkeypatch, spec, num_prefix=2, grid=(2, 3))
+    angles = vitok_angles("vitok-1d", 2, 3, 16, 1e4, num_prefix=2)  # prefix at 0, 1; patches at 2..7
+    torch.testing.assert_close(q_rot, rotate_pairs(q, angles), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(k_rot, rotate_pairs(k, angles), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(q_rot[:, :, 0], q[:, :, 0])  # position 0 is the identity rotation
+    assert not torch.allclose(q_rot[:, :, 1], q[:, :, 1], atol=1e-3)  # the second prefix token turns
+
+
+def test_vitok_2d_leaves_prefix_tokens_alone(monkeypatch):
+    spec = ViTSpec(width=32, depth=1, heads=2, rope="vitok-2d", rope_base=1e4)
+    q_rot, k_rot, q, k = capture_qk(monkeypatch, spec, num_prefix=1, grid=(3, 2))
+    torch.testing.assert_close(q_rot[:, :, :1], q[:, :, :1])
+    torch.testing.assert_close(k_rot[:, :, 1:], rotate_pairs(k[:, :, 1:], vitok_angles("vitok-2d", 3, 2, 16, 1e4)),
+                               atol=1e-5, rtol=1e-5)
+
+
+def test_the_default_style_is_dinov3_in_the_stack_too():
+    stack = ViTStack(ViTSpec(width=64, depth=1, heads=2), num_prefix=1)
+    assert stack.rope.style == "dinov3-2d" and stack.rope.rotate_half and stack.blocks[0].attn.num_prefix_tokens == 1
+    torch.testing.assert_close(stack.rope((3, 5)), reference_rope(3, 5, 32, 100.0), atol=1e-5, rtol=0)
+    assert AxialRope is Rope
+
+
+def test_registry_rope_styles():
+    vitok = [n for n in SIZES if n.startswith("vitok-")]
+    assert len(vitok) == 3 + 27
+    for name in vitok:
+        for tower in (SIZES[name].encoder, SIZES[name].decoder):
+            assert (tower.rope, tower.rope_base) == ("vitok-1d", 10000.0), name
+    for name in (n for n in SIZES if not n.startswith("vitok-")):  # vtp-*, tiny, vtp-cpu-s
+        for tower in (SIZES[name].encoder, SIZES[name].decoder):
+            assert (tower.rope, tower.rope_base) == ("dinov3-2d", 100.0), name
+    spec = with_overrides(SIZES["vitok-s"], decoder={"rope": "vitok-2d"})
+    assert spec.encoder.rope == "vitok-1d" and spec.decoder.rope == "vitok-2d"
+
+
+def test_bad_rope_settings_are_named():
+    with pytest.raises(ValueError, match="rope: expected one of dinov3-2d, vitok-1d, vitok-2d, got 'vitok-3d'"):
+        ViTSpec(width=32, depth=1, heads=2, rope="vitok-3d")
+    with pytest.raises(ValueError, match="rope_base: expected a positive number, got 0"):
+        ViTSpec(width=32, depth=1, heads=2, rope_base=0)
+    with pytest.raises(ValueError, match="rope: expected one of .*got 'axial'"):
+        Rope(16, 1e4, style="axial")
+    with pytest.raises(ValueError, match="1D RoPE: head dim must be a multiple of 2, got 7"):
+        Rope(7, 1e4, style="vitok-1d")
+    Rope(6, 1e4, style="vitok-1d")  # 1D needs only an even head dim
+
+
+@pytest.mark.parametrize("override, field, hint", [
+    ("model.encoder.rope=vitok-3d", "model.encoder.rope", "allowed: dinov3-2d, vitok-1d, vitok-2d"),
+    ("model.decoder.rope_base=-1", "model.decoder.rope_base", "must be a positive number"),
+])
+def test_config_names_bad_rope_overrides(params_file, override, field, hint):
+    with pytest.raises(ConfigError) as err:
+        load_config("vtp", [override], params_file)
+    msg = str(err.value)
+    assert "\n" not in msg and f"{field} = " in msg and hint in msg, msg
+
+
+def test_config_rope_overrides_reach_the_spec(params_file):
+    cfg = load_config("vtp", ["model.encoder.rope=vitok-2d", "model.encoder.rope_base=1e4"], params_file)
+    assert (cfg.model.spec().encoder.rope, cfg.model.spec().encoder.rope_base) == ("vitok-2d", 10000.0)
+    assert cfg.model.spec().decoder.rope == "dinov3-2d"

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vtp.models.registry import get_spec
+from vtp.models.registry import get_spec, with_overrides
 from vtp.models.teacher import EMATeacher
 from vtp.models.tokenizer import Tokenizer
 
@@ -119,6 +119,22 @@ def test_vitok_sizes_have_no_cls_token_or_semantic_heads():
     assert out["cls"] is None and out["patches"].shape == (2, 16, 64)
     with pytest.raises(ValueError, match="has no a text tower"):
         vitok.encode_text(["x"])
+
+
+def test_a_vitok_size_with_its_1d_rope_trains_at_32px():
+    spec = with_overrides(get_spec("vitok-s-b/16"), encoder={"width": 32, "depth": 1, "heads": 2},
+                          decoder={"width": 32, "depth": 2, "heads": 2}, patch=8)
+    assert spec.encoder.rope == spec.decoder.rope == "vitok-1d" and spec.encoder.rope_base == 1e4
+    torch.manual_seed(0)
+    vitok = Tokenizer.from_spec(spec).train()
+    assert vitok.encoder.blocks.rope.style == vitok.decoder.blocks.rope.style == "vitok-1d"
+    x = images()
+    recon, kl = vitok.reconstruct(x)
+    assert recon.shape == x.shape and kl is not None and torch.isfinite(recon).all()
+    (F.mse_loss(recon, x) + 1e-3 * kl).backward()
+    for stack in (vitok.encoder.blocks, vitok.decoder.blocks):
+        grad = stack.blocks[0].attn.qkv.weight.grad
+        assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
 
 
 DEEP = replace(TINY, encoder=replace(TINY.encoder, depth=5))

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from vtp.config.base import Section
-from vtp.models.registry import TokenizerSpec, get_spec, with_overrides
+from vtp.config.base import Section, fail
+from vtp.models.registry import ROPE_STYLES, TokenizerSpec, get_spec, with_overrides
 
 
 class DropPath(Section):
@@ -26,6 +26,24 @@ class ModelConfig(Section):
     clip_feature: Literal["cls", "pooled"] = "cls"
     drop_path: DropPath = DropPath()
     grad_checkpointing: bool = False
+
+    @field_validator("encoder", "decoder")
+    @classmethod
+    def _rope_fields(cls, tower: dict[str, Any]) -> dict[str, Any]:
+        """`rope` must name a style of ROPE_STYLES; `rope_base` is a positive number (YAML reads `1e4` as a
+        string, so numeric strings are accepted)."""
+        if "rope" in tower and tower["rope"] not in ROPE_STYLES:
+            fail("rope", tower["rope"], f"unknown RoPE style; allowed: {', '.join(ROPE_STYLES)}")
+        if "rope_base" in tower:
+            base = tower["rope_base"]
+            try:
+                value = float(base) if isinstance(base, (int, float, str)) and not isinstance(base, bool) else 0.0
+            except ValueError:
+                value = 0.0
+            if not value > 0:  # also rejects nan
+                fail("rope_base", base, "must be a positive number (DINOv3 period base or ViTok theta, e.g. 1e4)")
+            tower = {**tower, "rope_base": value}
+        return tower
 
     def spec(self) -> TokenizerSpec:
         return resolve_spec(self)

@@ -1,7 +1,8 @@
 """ViT building blocks shared by the encoder and the pixel decoder (DINOv3/VTP style, timm layers).
 
-A `ViTStack` is pre-norm blocks + a final norm over tokens `[prefix..., patches...]`. 2D axial RoPE rotates
-only the patch tokens; prefix tokens (CLS, registers) stay unrotated. Stochastic depth is sample-level
+A `ViTStack` is pre-norm blocks + a final norm over tokens `[prefix..., patches...]`. RoPE (`Rope`) is
+DINOv3's 2D axial by default, rotating only the patch tokens (prefix tokens, CLS and registers, stay
+unrotated); ViTok sizes use ViTok's integer-position RoPE (`ViTSpec.rope`). Stochastic depth is sample-level
 (`sample_drop_residual`), so a dropped sample costs no compute.
 """
 from __future__ import annotations
@@ -15,7 +16,7 @@ from timm.layers.pos_embed_sincos import RotaryEmbeddingDinoV3
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from vtp.models.registry import ViTSpec
+from vtp.models.registry import ROPE_STYLES, ViTSpec
 
 NORMS = ("rmsnorm", "layernorm")
 FFNS = ("swiglu", "geglu", "mlp")
@@ -56,37 +57,86 @@ def sample_drop_residual(x: torch.Tensor, branch: Callable[[torch.Tensor], torch
     return torch.index_add(x, 0, idx, branch(x[idx]).to(x.dtype), alpha=b / keep)
 
 
-class AxialRope(nn.Module):
-    """DINOv3's 2D axial RoPE (timm's port): per-axis coordinates normalised to [-1, 1] ("separate"),
-    head_dim/4 frequencies per axis with periods base^(2i/(head_dim/2)). Tables are cached per grid."""
+class Rope(nn.Module):
+    """Rotary position tables for one ViT, in one of `ROPE_STYLES` (their definitions and sources are in
+    `vtp.models.registry.ROPE_STYLES`; METHOD.md 1.1 and 4.1):
 
-    def __init__(self, head_dim: int, base: float):
+    - "dinov3-2d" (default): DINOv3's 2D axial RoPE (timm's port), per-axis coordinates normalised to [-1, 1]
+      ("separate"), head_dim/4 frequencies per axis with periods base^(2i/(head_dim/2)), rotate-half layout.
+    - "vitok-1d": integer positions p = 0..N-1 over the flattened sequence, angle p * base^(-2i/head_dim)
+      for i < head_dim/2, interleaved pairs; with `num_prefix` > 0 the prefix tokens are rotated too
+      (positions 0..num_prefix-1, then the row-major patches).
+    - "vitok-2d": integer column x and row y, angles x * base^(-4j/head_dim) then y * base^(-4j/head_dim)
+      for j < head_dim/4, interleaved pairs; prefix tokens are not rotated.
+
+    `forward(grid)` returns a (tokens, 2*head_dim) table [sin | cos] in the layout that timm's
+    `apply_rot_embed_cat(x, table, half=rope.rotate_half)` expects, for the tokens of a sequence
+    `[prefix..., patches...]` after its first `rope.unrotated_prefix` (which are left alone): h*w rows, plus
+    `rope.rotated_prefix` leading rows for "vitok-1d". Tables are cached per grid.
+    """
+
+    def __init__(self, head_dim: int, base: float, style: str = "dinov3-2d", num_prefix: int = 0):
         super().__init__()
-        if head_dim % 4:
-            raise ValueError(f"2D RoPE: head dim must be a multiple of 4, got {head_dim}")
-        self.rope = RotaryEmbeddingDinoV3(head_dim, temperature=base, normalize_coords="separate",
-                                          rotate_half=True)
+        if style not in ROPE_STYLES:
+            raise ValueError(f"rope: expected one of {', '.join(ROPE_STYLES)}, got {style!r}")
+        multiple = 2 if style == "vitok-1d" else 4
+        if head_dim % multiple:
+            raise ValueError(f"{style[-2:].upper()} RoPE: head dim must be a multiple of {multiple}, got {head_dim}")
+        self.style, self.head_dim, self.base = style, head_dim, float(base)
+        self.rotate_half = style == "dinov3-2d"
+        self.rotated_prefix = num_prefix if style == "vitok-1d" else 0
+        self.unrotated_prefix = num_prefix - self.rotated_prefix
+        if style == "dinov3-2d":
+            self.rope = RotaryEmbeddingDinoV3(head_dim, temperature=base, normalize_coords="separate",
+                                              rotate_half=True)
+        else:  # tables are computed in float64 on the CPU; this (unsaved) buffer only follows the module's device
+            self.register_buffer("device_probe", torch.empty(0), persistent=False)
         self._tables: dict[tuple, torch.Tensor] = {}
 
+    def angles(self, grid: tuple[int, int]) -> torch.Tensor:
+        """ViTok styles: (rotated_prefix + h*w, head_dim/2) rotation angles in float64, on the CPU."""
+        h, w = grid
+        f64 = torch.float64
+        if self.style == "vitok-1d":
+            pos = torch.arange(self.rotated_prefix + h * w, dtype=f64)
+            freqs = self.base ** (-torch.arange(0, self.head_dim, 2, dtype=f64) / self.head_dim)
+            return pos[:, None] * freqs
+        if self.style == "vitok-2d":
+            idx = torch.arange(h * w)
+            col, row = (idx % w).to(f64), (idx // w).to(f64)
+            freqs = self.base ** (-torch.arange(0, self.head_dim, 4, dtype=f64) / self.head_dim)
+            return torch.cat([col[:, None] * freqs, row[:, None] * freqs], dim=-1)
+        raise ValueError(f"rope: {self.style!r} has no integer-position angles")
+
     def forward(self, grid: tuple[int, int]) -> torch.Tensor:
-        """(h*w, 2*head_dim): [sin | cos] for row-major patch positions of an h x w grid."""
-        key = (grid, self.rope.periods.device)
+        """(rotated_prefix + h*w, 2*head_dim): [sin | cos] for the rotated tokens of an h x w grid."""
+        device = self.rope.periods.device if self.style == "dinov3-2d" else self.device_probe.device
+        key = (tuple(grid), device)
         if key not in self._tables:
             # A table first built under inference_mode would poison later training steps: build a normal one.
             with torch.inference_mode(False), torch.no_grad():
-                self._tables[key] = self.rope.get_embed(list(grid))
+                if self.style == "dinov3-2d":
+                    table = self.rope.get_embed(list(grid))
+                else:
+                    a = self.angles(grid).repeat_interleave(2, dim=-1)  # pair (2i, 2i+1) turns by angle i
+                    table = torch.cat([a.sin(), a.cos()], dim=-1).to(device=device, dtype=torch.float32)
+                self._tables[key] = table
         return self._tables[key]
+
+
+AxialRope = Rope  # the DINOv3 default under its former name (the DiT and older callers)
 
 
 class Block(nn.Module):
     """Pre-norm block: x + ls1(attn(norm1(x))), then x + ls2(ffn(norm2(x)))."""
 
-    def __init__(self, spec: ViTSpec, num_prefix: int):
+    def __init__(self, spec: ViTSpec, num_prefix: int, rotate_half: bool = True):
+        """`num_prefix`: leading tokens the RoPE leaves alone; `rotate_half`: the table's channel layout."""
         super().__init__()
         self.norm1 = make_norm(spec.norm, spec.width)
         self.attn = AttentionRope(spec.width, spec.heads, qkv_bias=spec.qkv_bias, num_prefix_tokens=num_prefix,
                                   qk_norm=spec.qk_norm, norm_layer=partial(RmsNormFp32, eps=1e-5),
-                                  rotate_half=True)
+                                  rotate_half=rotate_half)
         self.attn.fused_attn = True  # always F.scaled_dot_product_attention, whatever TIMM_FUSED_ATTN says
         self.ls1 = LayerScale(spec.width, spec.layerscale) if spec.layerscale else nn.Identity()
         self.norm2 = make_norm(spec.norm, spec.width)
@@ -99,15 +149,17 @@ class Block(nn.Module):
 
 
 class ViTStack(nn.Module):
-    """`depth` blocks sharing one RoPE table, then the final norm. Tokens are (B, num_prefix + h*w, D)."""
+    """`depth` blocks sharing one RoPE table (style `spec.rope`), then the final norm. Tokens are
+    (B, num_prefix + h*w, D)."""
 
     def __init__(self, spec: ViTSpec, num_prefix: int = 0):
         super().__init__()
         if spec.width % spec.heads:
             raise ValueError(f"ViT: heads must divide the width; got width {spec.width}, heads {spec.heads}")
         self.num_prefix = num_prefix
-        self.rope = AxialRope(spec.head_dim, spec.rope_base)
-        self.blocks = nn.ModuleList(Block(spec, num_prefix) for _ in range(spec.depth))
+        self.rope = Rope(spec.head_dim, spec.rope_base, spec.rope, num_prefix)
+        self.blocks = nn.ModuleList(Block(spec, self.rope.unrotated_prefix, self.rope.rotate_half)
+                                    for _ in range(spec.depth))
         self.norm = make_norm(spec.norm, spec.width)
         self.grad_checkpointing = False
 

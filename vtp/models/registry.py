@@ -16,6 +16,23 @@ def swiglu_hidden(width: int, mlp_ratio: float = 4.0, multiple: int = 8) -> int:
     return multiple * math.ceil(hidden / multiple)
 
 
+ROPE_STYLES = ("dinov3-2d", "vitok-1d", "vitok-2d")
+"""RoPE styles of a `ViTSpec` (implemented by `vtp.models.layers.Rope`):
+
+- "dinov3-2d": DINOv3/VTP (METHOD.md 1.1). 2D axial over the patch grid, coordinates normalised to [-1, 1]
+  per axis, periods base^(2i/(head_dim/2)), rotate-half channel pairs; prefix tokens are not rotated.
+- "vitok-1d": ViTok's default `rope_style='1d_axial'` (METHOD.md 4.1; code `vitok/models/ae.py` `AE.encode` /
+  `AE.decode` with `pos_embed.compute_freqs_cis`). Integer positions 0..N-1 over the whole flattened sequence
+  (row-major patches), frequencies theta^(-2i/head_dim), adjacent channel pairs (2i, 2i+1) as in ViTok's
+  `apply_rotary_emb`. Every token gets a position: ViTok prepends its latent code tokens and numbers the
+  concatenation, so prefix tokens take positions 0..P-1 and patches P..P+h*w-1.
+- "vitok-2d": ViTok's `'2d_axial'` (`pos_embed.compute_axial_cis` with `init_t_xy`): integer column x and
+  row y, head_dim/4 frequencies theta^(-4j/head_dim) per axis, x angles then y angles, adjacent pairs.
+  ViTok builds this table for the patch grid only (it has no prefix tokens then), so prefix tokens here are
+  not rotated, as in "dinov3-2d".
+"""
+
+
 @dataclass(frozen=True)
 class ViTSpec:
     width: int
@@ -29,8 +46,15 @@ class ViTSpec:
     qkv_bias: bool = True
     qk_norm: bool = False
     layerscale: float | None = None  # LayerScale init value; None = off
-    rope_base: float = 100.0
-    registers: int = 0  # extra unrotated prefix tokens (encoder only)
+    rope: str = "dinov3-2d"  # RoPE style, one of ROPE_STYLES (see `vtp.models.layers.Rope`)
+    rope_base: float = 100.0  # DINOv3's period base for "dinov3-2d"; ViTok's theta for "vitok-*"
+    registers: int = 0  # extra prefix tokens (encoder only)
+
+    def __post_init__(self):
+        if self.rope not in ROPE_STYLES:
+            raise ValueError(f"rope: expected one of {', '.join(ROPE_STYLES)}, got {self.rope!r}")
+        if not self.rope_base > 0:
+            raise ValueError(f"rope_base: expected a positive number, got {self.rope_base!r}")
 
     @property
     def head_dim(self) -> int:
@@ -90,9 +114,10 @@ def vtp_vit(width: int, depth: int, heads: int, norm: str = "rmsnorm") -> ViTSpe
 def vitok_vit(width: int, depth: int, heads: int) -> ViTSpec:
     # ViTok Table 1 / released code: LayerNorm, 3-matrix gated MLP with hidden int(2.67*width), no qkv bias,
     # no CLS token. We follow the paper's SwiGLU; the released code gates with GELU (ffn="geglu", same
-    # parameter and MAC counts). The paper's 3D RoPE is 2D axial here (images are one-frame videos).
+    # parameter and MAC counts). The paper's 3D RoPE is a TODO in the released code, whose default is 1D RoPE
+    # over the flattened tokens with integer positions and theta 1e4 (METHOD.md 4.1; ROPE_STYLES).
     return ViTSpec(width, depth, heads, mlp_ratio=2.67, glu_two_thirds=False, norm="layernorm", qkv_bias=False,
-                   rope_base=10000.0)
+                   rope="vitok-1d", rope_base=10000.0)
 
 
 VTP_TOWERS = {"s": (384, 12, 6), "b": (768, 12, 12), "l": (1024, 24, 16)}
