@@ -155,7 +155,11 @@ class Trainer:
             self.prepare_step(micro_batches)
         with FlopCounterMode(display=False) as micro:  # the last micro-step: the one that syncs under DDP
             self.micro_step(micro_batches[-1], len(micro_batches) - 1, sync=True)
+        if self.sharded_root is not None:  # the loss network is called outside the root's forward: gather it
+            self.sharded_root.unshard()
         loss_networks = self.loss_network_flops() * self.grad_accum
+        if self.sharded_root is not None:
+            self.sharded_root.reshard()
         for b, s in zip(self._buffers(), saved):
             b.copy_(s)
         self._zero_grad()
