@@ -121,6 +121,15 @@ def decode_sample(sample: dict, resolution: int, label_sets=()) -> dict:
     return {"image": pixels, "caption": caption, "labels": labels, "key": sample["__key__"]}
 
 
+def _decode_or_skip(sample: dict, resolution: int, label_sets, skips: "_Skips") -> dict | None:
+    """The decoded sample, or None after counting and logging why it is bad."""
+    try:
+        return decode_sample(sample, resolution, label_sets)
+    except ValueError as e:
+        skips.add(str(e))
+        return None
+
+
 def collate(samples: list[dict], label_sets: list[str]) -> dict:
     images = torch.from_numpy(np.stack([s["image"] for s in samples])).permute(0, 3, 1, 2)
     try:
@@ -226,13 +235,7 @@ def _batches(samples: Iterator[dict], spec: _Spec, quota: int, skip: int, skips:
         if i < skip:
             skips.take()
             continue
-        decoded = []
-        for sample in picked:
-            try:
-                decoded.append(decode_sample(sample, spec.resolution, spec.label_sets))
-            except ValueError as e:
-                skips.add(str(e))
-                decoded.append(None)
+        decoded = [_decode_or_skip(sample, spec.resolution, spec.label_sets, skips) for sample in picked]
         good = [d for d in decoded if d is not None]
         if not good:
             raise RuntimeError(f"no sample of a batch decodes, e.g. {_where(picked[0])}")
@@ -323,11 +326,9 @@ class EvalLoader:
         while left > 0:
             batch = []
             for sample in samples:
-                try:
-                    batch.append(decode_sample(sample, self.resolution, self.label_sets))
-                except ValueError as e:
-                    skips.add(str(e))
+                if (d := _decode_or_skip(sample, self.resolution, self.label_sets, skips)) is None:
                     continue
+                batch.append(d)
                 if len(batch) == min(self.batch_size, left):
                     break
             if not batch:
