@@ -31,9 +31,10 @@ demo: install
 	@$(BIN)/dvc metrics show
 	@echo
 	@echo "Results: runs/<config>/{tokenizer,eval}/  (dvc metrics show / dvc metrics diff to compare)"
+	@echo "Explore them: make app, then open http://127.0.0.1:8501"
 
 lint: install
-	$(BIN)/ruff check vtp tests benchmarks
+	$(BIN)/ruff check vtp app tests benchmarks
 
 test: install lint
 	$(BIN)/python -m pytest -m "not slow" -q
@@ -49,3 +50,20 @@ bench: install
 
 clean:
 	rm -rf runs reports data/shards .pytest_cache
+
+# The Streamlit explorer (app/): read-only over runs/, reports/ and DVC; bound to this machine only.
+# VTP_RUNS_ROOT / VTP_REPORTS_ROOT / VTP_PROJECT_ROOT point it elsewhere; APP_PORT picks the port.
+APP_PORT ?= 8501
+app: install
+	$(BIN)/streamlit run app/Home.py --server.address 127.0.0.1 --server.port $(APP_PORT) \
+		--server.headless true --browser.gatherUsageStats false
+
+# The explorer in a real browser: Debian's chromium (apt-get install -y chromium) driven by playwright from the
+# dev extra (never `playwright install`); screenshots in $(E2E_DIR), outside git.
+.PHONY: e2e
+E2E_DIR ?= /tmp/vtp-e2e
+e2e: install
+	@test -x /usr/bin/chromium || { echo "e2e needs chromium: sudo apt-get install -y chromium"; exit 1; }
+	VTP_E2E_DIR=$(E2E_DIR) $(BIN)/python -m pytest -m e2e tests/test_app_e2e.py -q
+	@echo "Screenshots: $(E2E_DIR)/{fixture,repo}/"
+
