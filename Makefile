@@ -34,7 +34,7 @@ demo: install
 	@echo "Explore them: make app, then open http://127.0.0.1:8501"
 
 lint: install
-	$(BIN)/ruff check vtp app tests benchmarks
+	$(BIN)/ruff check vtp app flows tests benchmarks
 
 test: install lint
 	$(BIN)/python -m pytest -m "not slow" -q
@@ -67,3 +67,42 @@ e2e: install
 	VTP_E2E_DIR=$(E2E_DIR) $(BIN)/python -m pytest -m e2e tests/test_app_e2e.py -q
 	@echo "Screenshots: $(E2E_DIR)/{fixture,repo}/"
 
+# Door 2 (Prefect): a local server, a work pool, the deployments, a worker, the study (README: "From a laptop to a
+# cluster"). Deployments run pinned code: VTP_COMMIT (default HEAD) cloned from VTP_REPOSITORY, so commit first.
+# VTP_WORKDIR: a persistent folder the process worker clones into and reuses, so checkpoints survive between runs.
+PREFECT_PORT ?= 4200
+PREFECT_API ?= http://127.0.0.1:$(PREFECT_PORT)/api
+VTP_WORK_POOL ?= vtp-local
+VTP_REPOSITORY ?= $(CURDIR)
+VTP_COMMIT ?= $(shell git rev-parse HEAD)
+VTP_WORKDIR ?= $(HOME)/.cache/vtp/prefect-workspace
+GPU_SLOTS ?= 1
+CONFIGS ?=
+
+.PHONY: prefect-server prefect-pool k8s-pool gpu-limit deploy worker study
+
+prefect-server: install
+	$(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
+
+prefect-pool: install gpu-limit
+	PREFECT_API_URL=$(PREFECT_API) $(BIN)/prefect work-pool create $(VTP_WORK_POOL) --type process --overwrite
+
+k8s-pool: install gpu-limit
+	PREFECT_API_URL=$(PREFECT_API) $(BIN)/prefect work-pool create vtp-k8s --type kubernetes --overwrite \
+	    --base-job-template infra/k8s/base-job-template.json
+
+# At most GPU_SLOTS stage tasks tagged `gpu` run at once, across all flows and workers.
+gpu-limit: install
+	PREFECT_API_URL=$(PREFECT_API) $(BIN)/prefect concurrency-limit create gpu $(GPU_SLOTS)
+
+deploy: install
+	PREFECT_API_URL=$(PREFECT_API) VTP_REPOSITORY=$(VTP_REPOSITORY) VTP_COMMIT=$(VTP_COMMIT) \
+	    VTP_WORK_POOL=$(VTP_WORK_POOL) VTP_WORKDIR=$(VTP_WORKDIR) $(BIN)/prefect --no-prompt deploy --all
+
+worker: install
+	PREFECT_API_URL=$(PREFECT_API) $(BIN)/prefect worker start --pool $(VTP_WORK_POOL) --type process
+
+# make study CONFIGS='["vtp"]'   (default: every configuration in params.yaml)
+study: install
+	PREFECT_API_URL=$(PREFECT_API) $(BIN)/prefect deployment run scaling-study/scaling-study \
+	    $(if $(CONFIGS),--param 'configurations=$(CONFIGS)')

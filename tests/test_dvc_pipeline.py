@@ -36,15 +36,20 @@ def run(args: list[str], cwd: Path) -> str:
     return proc.stdout
 
 
-def test_dvc_repro_runs_every_configuration(tmp_path):
-    shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
+def tiny_project(root: Path) -> None:
+    """dvc.yaml, params.yaml with the TINY overrides, and the stages' code dependencies as dvc.yaml lists them
+    (the command itself runs the installed package)."""
+    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     for section, values in TINY.items():
         params[section].update(values)
     params["configs"]["ae"]["train"] = {"steps": 2}
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    # The stages' code dependencies, as dvc.yaml lists them (the command itself runs the installed package).
-    shutil.copytree(REPO / "vtp", tmp_path / "vtp", ignore=shutil.ignore_patterns("__pycache__"))
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    shutil.copytree(REPO / "vtp", root / "vtp", ignore=shutil.ignore_patterns("__pycache__"))
+
+
+def test_dvc_repro_runs_every_configuration(tmp_path):
+    tiny_project(tmp_path)
     dvc = [str(Path(sys.executable).parent / "dvc")]
     run(["git", "init", "-q"], tmp_path)
     run([*dvc, "init", "-q"], tmp_path)
