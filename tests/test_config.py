@@ -108,3 +108,11 @@ def test_every_registered_size_validates_at_its_native_resolution():
                "aug": {"global_crop_size": res, "local_crop_size": spec.patch * 4},
                "loss": {"clip": spec.text is not None, "ssl": spec.dino is not None}}
         assert Config.model_validate(cfg).model.spec() == spec
+
+
+def test_head_dim_rule_follows_the_rope_style(params_file):
+    """2D RoPE pairs channels per axis (head dim % 4); ViTok's 1D RoPE rotates pairs only (head dim % 2)."""
+    with pytest.raises(ConfigError, match=r"head dim 6 must be a multiple of 4 \(dinov3-2d RoPE\)"):
+        load_config("vtp", ["model.encoder.heads=32"], params_file)
+    cfg = load_config("vtp", ["model.encoder.heads=32", "model.encoder.rope=vitok-1d"], params_file)
+    assert cfg.model.encoder == {"heads": 32, "rope": "vitok-1d"}

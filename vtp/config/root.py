@@ -74,8 +74,10 @@ def check_combinations(cfg: Config) -> None:
         vit = getattr(spec, tower)
         if vit.width % vit.heads:
             fail(f"model.{tower}.heads", vit.heads, f"must divide the width {vit.width}")
-        if vit.head_dim % 4:
-            fail(f"model.{tower}.heads", vit.heads, f"head dim {vit.head_dim} must be a multiple of 4 (2D RoPE)")
+        multiple = 2 if vit.rope == "vitok-1d" else 4  # a 1D RoPE rotates pairs; a 2D one pairs per axis
+        if vit.head_dim % multiple:
+            fail(f"model.{tower}.heads", vit.heads,
+                 f"head dim {vit.head_dim} must be a multiple of {multiple} ({vit.rope} RoPE)")
     if spec.bottleneck_dim > spec.encoder.width:
         fail("model.bottleneck_dim", spec.bottleneck_dim, f"must not exceed the encoder width {spec.encoder.width}")
     if not cfg.loss.enabled:
