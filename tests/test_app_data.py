@@ -8,7 +8,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: `app` is not installed
 
-from fixtures_app.build import build_project, exp_show  # noqa: E402
+from fixtures_app.build import build_project, exp_show, project_env  # noqa: E402
 
 from app import curves, data, dvc, overview, provenance, recon, reports, samples  # noqa: E402
 
@@ -16,9 +16,8 @@ from app import curves, data, dvc, overview, provenance, recon, reports, samples
 @pytest.fixture
 def project(tmp_path, monkeypatch):
     build_project(tmp_path)
-    monkeypatch.setenv("VTP_RUNS_ROOT", str(tmp_path / "runs"))
-    monkeypatch.setenv("VTP_PROJECT_ROOT", str(tmp_path))
-    monkeypatch.setenv("VTP_REPORTS_ROOT", str(tmp_path / "reports"))
+    for key, value in project_env(tmp_path).items():
+        monkeypatch.setenv(key, value)
     return tmp_path
 
 

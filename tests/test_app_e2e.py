@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from fixtures_app.build import build_project
+from fixtures_app.build import build_project, project_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[1]
@@ -56,8 +56,7 @@ def test_every_page_in_chromium(source, tmp_path):
                "VTP_REPORTS_ROOT": str(REPO / "reports")}
     else:
         build_project(tmp_path)
-        env = {"VTP_RUNS_ROOT": str(tmp_path / "runs"), "VTP_PROJECT_ROOT": str(tmp_path),
-               "VTP_REPORTS_ROOT": str(tmp_path / "reports")}
+        env = project_env(tmp_path)
     out = Path(os.environ.get("VTP_E2E_DIR", "/tmp/vtp-e2e")) / source
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)

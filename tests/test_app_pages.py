@@ -9,7 +9,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: `app` is not installed
 
 import streamlit as st  # noqa: E402
-from fixtures_app.build import build_project, exp_show  # noqa: E402
+from fixtures_app.build import build_project, exp_show, project_env  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from app import dvc  # noqa: E402
@@ -21,9 +21,8 @@ PAGES = ["Home.py"] + sorted(f"pages/{p.name}" for p in (APP / "pages").glob("*.
 @pytest.fixture
 def project(tmp_path, monkeypatch):
     build_project(tmp_path)
-    monkeypatch.setenv("VTP_RUNS_ROOT", str(tmp_path / "runs"))
-    monkeypatch.setenv("VTP_PROJECT_ROOT", str(tmp_path))
-    monkeypatch.setenv("VTP_REPORTS_ROOT", str(tmp_path / "reports"))
+    for key, value in project_env(tmp_path).items():
+        monkeypatch.setenv(key, value)
     st.cache_data.clear()  # the dvc answers are cached per project revision; monkeypatched ones must not linger
     return tmp_path
 

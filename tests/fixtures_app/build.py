@@ -153,3 +153,9 @@ def exp_show() -> list[dict]:
     return [{"rev": "workspace", "name": None, "data": data("workspace", 1e-3, 18.2), "error": None,
              "experiments": None},
             {"rev": sha, "name": "main", "data": data(sha, 1e-3, 18.2), "error": None, "experiments": exps}]
+
+
+def project_env(root: Path) -> dict[str, str]:
+    """The environment that points the explorer at a project built by `build_project(root)`."""
+    return {"VTP_RUNS_ROOT": str(root / "runs"), "VTP_PROJECT_ROOT": str(root),
+            "VTP_REPORTS_ROOT": str(root / "reports")}
