@@ -228,3 +228,15 @@ def test_a_clip_subset_is_an_equal_share_of_each_micro_batch(tmp_path):
     odd = tiny_config(tmp_path / "odd", "vtp", "loss.batch_ratio=[3,8,1]", "train.grad_accum=2", steps=2)
     with pytest.raises(ConfigError, match=r"CLIP subset of 3 images, which must split evenly"):
         Pretrainer(odd, vdist.init_distributed(), resume=False, loader=tiny_loader(odd))
+
+
+def test_a_finished_run_rerun_reports_its_compute_and_losses(tmp_path):
+    """DVC re-runs a stage whose code changed; the trainer resumes at the last step and trains nothing, but its
+    metrics.json must still carry the FLOPs counted on the first step (the report's x axis) and the losses."""
+    cfg = tiny_config(tmp_path, "vtp", steps=2)
+    first = run_pretrain(cfg, resume=False, loader=tiny_loader(cfg))
+    again = run_pretrain(cfg, resume=True, loader=tiny_loader(cfg))
+    assert again["step"] == 2 and first["model_total_flops"] > 0
+    for key in ("flops_per_step", "flops_per_step_device", "model_total_flops", "loss_network_flops_per_step",
+                "loss", "l1"):
+        assert again[key] == first[key], key

@@ -127,6 +127,12 @@ class Trainer:
             self.step, self.skipped, self.samples = state["step"], state["skipped_steps"], state["samples_seen"]
             self.bad_samples = state.get("bad_samples_skipped", 0)
             self.last = state.get("last_logged", {})
+            # The FLOPs counted on the first step: a resumed run (also a finished one DVC re-runs) reports them.
+            counted = state.get("flops") or {}
+            if counted.get("per_step_device") is not None:
+                self.flops_per_step_device = counted["per_step_device"]
+                self.flops_per_step = counted["per_step"]
+                self.loss_network_flops_per_step = counted["loss_network_per_step"]
             log.info("resumed from %s (step %d)", path, self.step)
             return
         vdist.barrier()  # every rank has read the folder before rank 0 moves it
@@ -137,7 +143,9 @@ class Trainer:
     def save(self) -> None:
         state = {"fingerprint": self.fingerprint, "stage": self.stage, "config": self.cfg.name,
                  "skipped_steps": self.skipped, "samples_seen": self.samples, "last_logged": self.last,
-                 "bad_samples_skipped": self.bad_samples}
+                 "bad_samples_skipped": self.bad_samples,
+                 "flops": {"per_step_device": self.flops_per_step_device, "per_step": self.flops_per_step,
+                           "loss_network_per_step": self.loss_network_flops_per_step}}
         path = ckpt.save(self.ckpt_dir, self.step, self.modules(), self.optimizers(), state,
                          self.cfg.train.keep_checkpoints)
         log.info("checkpoint %s", path)
