@@ -28,10 +28,10 @@ $(STAMP): pyproject.toml
 demo: install
 	$(BIN)/dvc repro
 	@echo
-	@$(BIN)/dvc metrics show
+	@echo "Results: runs/<config>/{tokenizer,eval,dit,samples,generation}/ (dvc metrics show / diff compare them);"
+	@echo "the report: reports/ (summary.md, table.csv, fits.json, plots). Explore: make app, http://127.0.0.1:8501"
 	@echo
-	@echo "Results: runs/<config>/{tokenizer,eval}/  (dvc metrics show / dvc metrics diff to compare)"
-	@echo "Explore them: make app, then open http://127.0.0.1:8501"
+	@cat reports/summary.md
 
 lint: install
 	$(BIN)/ruff check vtp app flows tests benchmarks

@@ -7,12 +7,12 @@ corrupt stage becomes a state with a sentence saying what is wrong. Metric names
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+
+from vtp.report.collect import read_json  # one reader of result files for the report and the app
 
 # run sub-folder -> the stage that writes it (= the `vtp` subcommand = the DVC stage `<name>@<cfg>`)
 STAGES = {"tokenizer": "pretrain", "eval": "evaluate", "latents": "latents", "dit": "train-dit", "samples": "sample"}
@@ -37,16 +37,6 @@ def reports_root() -> Path:
 def project_root() -> Path:
     """Where params.yaml, dvc.yaml and .git live (dvc and data paths in run.json are relative to it)."""
     return Path(os.environ.get("VTP_PROJECT_ROOT", "."))
-
-
-def read_json(path: Path) -> tuple[Any, str | None]:
-    """(data, None), or (None, why not): 'missing' or 'corrupt: <parser message>'."""
-    try:
-        return json.loads(Path(path).read_text()), None
-    except FileNotFoundError:
-        return None, "missing"
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        return None, f"corrupt: {type(e).__name__}: {e}"
 
 
 @dataclass

@@ -8,20 +8,7 @@ import pandas as pd
 import yaml
 
 from app.data import STAGES, Run, load_runs, project_root, read_json
-
-OBJECTIVES = ("clip", "ssl", "rec")
-
-
-def objectives(config: dict | None) -> list[str]:
-    loss = (config or {}).get("loss") or {}
-    return [k for k in OBJECTIVES if loss.get(k)]
-
-
-def kind(objs: list[str]) -> str | None:
-    """'AE-only' (reconstruction alone) or 'VTP' (with CLIP and/or SSL): the two families the scaling page compares."""
-    if not objs:
-        return None
-    return "AE-only" if objs == ["rec"] else "VTP"
+from vtp.report.collect import kind, objectives  # the report's families, so page and report agree
 
 
 def bottleneck(run: Run) -> dict[str, Any]:

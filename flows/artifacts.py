@@ -7,7 +7,8 @@ from pathlib import Path
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
 HEADLINE = {"loss", "steps", "model_total_flops", "images_per_s", "mfu", "mfu_vs_matmul", "judge_accuracy"}
-TABLE_STAGES = {"evaluate", "sample"}  # every number; training stages give only their headline numbers
+# Every number of these; training stages give only their headline numbers.
+TABLE_STAGES = {"evaluate", "sample", "evaluate-generation"}
 
 
 def metrics_rows(results: list[dict]) -> list[dict]:

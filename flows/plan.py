@@ -5,14 +5,17 @@ from flows.workspace import Workspace
 from vtp.stages import STAGES
 
 
-def plan(ws: Workspace, stages: list[str] | None = None) -> tuple[list[str], list[str]]:
-    """(shared, per_config): stages run once per workspace (ingest, judge), then each configuration's chain."""
+def plan(ws: Workspace, stages: list[str] | None = None) -> tuple[list[str], list[str], list[str]]:
+    """(shared, per_config, final): stages run once per workspace (ingest, judge), then each configuration's
+    chain, then once over all of them (report)."""
     defined = ws.pipeline()
     unknown = sorted(set(stages or ()) - set(STAGES))
     if unknown:
         raise ValueError(f"unknown stage(s) {', '.join(unknown)}; stages: {', '.join(STAGES)}")
     chosen = [s for s in STAGES if s in defined and (stages is None or s in stages)]
-    return [s for s in chosen if not STAGES[s].per_config], [s for s in chosen if STAGES[s].per_config]
+    once = [s for s in chosen if not STAGES[s].per_config]
+    return ([s for s in once if not STAGES[s].final], [s for s in chosen if STAGES[s].per_config],
+            [s for s in once if STAGES[s].final])
 
 
 def assign(configs: list[str], workspaces: list[Workspace]) -> dict[str, Workspace]:

@@ -38,7 +38,7 @@ def _study(configurations, stages, workspaces, push, nproc, timeout_s, grace_s) 
     primary = roots[0]
     configs = list(configurations or primary.configs())
     check_configs(primary, configs)
-    shared, chain = plan(primary, stages)
+    shared, chain, final = plan(primary, stages)
     env = launch_env(nproc)
     upstream = stages is not None  # a subset: DVC brings the stages it depends on up to date itself
 
@@ -69,6 +69,12 @@ def _study(configurations, stages, workspaces, push, nproc, timeout_s, grace_s) 
     wait(futures)
     failed = [f for f in futures if not f.state.is_completed()]
     results += [f.result() for f in futures if f.state.is_completed()]
+    if final and (failed or others):  # the report reads every configuration's results from one checkout
+        get_run_logger().warning("%s not run: %s", ", ".join(final), "a stage failed" if failed else
+                                 "results are spread over several checkouts; run `dvc repro report` in one that "
+                                 "holds them all")
+    elif final:
+        results += [STAGE_TASKS[s](s, None, str(primary.root), limit(s), grace_s, env, upstream) for s in final]
     if push:
         for ws in roots:
             dvc_sync("push", str(ws.root))

@@ -17,7 +17,7 @@ from flows.failures import retry_transient
 from flows.workspace import Workspace
 from vtp.stages import STAGES
 
-GPU_STAGES = {"pretrain", "decoder-gan", "latents", "train-dit", "sample", "evaluate", "judge"}
+GPU_STAGES = {"pretrain", "decoder-gan", "latents", "train-dit", "sample", "evaluate-generation", "evaluate", "judge"}
 DEFAULT_TIMEOUT_S = 48 * 3600.0
 DEFAULT_GRACE_S = 60.0  # SIGTERM -> SIGKILL: time for the trainer to write its checkpoint
 

@@ -56,11 +56,14 @@ def test_patch_not_dividing_resolution_exits_2_and_writes_nothing(workdir):
     assert files(workdir) == before
 
 
-@pytest.mark.parametrize("command", [["report"]])
-def test_stages_not_built_say_so_and_exit_2(workdir, command):
-    result = runner.invoke(app, command)
-    assert result.exit_code == 2
-    assert "not built yet" in result.stderr
+def test_report_names_unknown_configurations_and_reports_missing_runs(workdir):
+    result = runner.invoke(app, ["report", "nosuch"])
+    assert result.exit_code == 2 and "unknown configuration(s) nosuch; choose from: ae, vtp" in result.stderr
+    assert not (workdir / "reports").exists()
+    result = runner.invoke(app, ["report", "--resamples", "10"])  # nothing has run yet: a report that says so
+    assert result.exit_code == 0, result.output
+    assert "# Scaling report" in result.stdout and "missing" in result.stdout
+    assert {"summary.md", "fits.json", "table.csv"} <= {p.name for p in (workdir / "reports").iterdir()}
 
 
 def test_config_show_json_is_the_resolved_config(workdir):

@@ -22,8 +22,9 @@ TINY = {
     "eval": {"num_samples": 16, "kid_subset_size": 8, "probe_train_samples": 32, "probe_epochs": 2,
              "batch_size": 16},
     "latents": {"batch_size": 32},
-    "dit": {"size": "dit-tiny", "steps": 3, "batch_size": 8, "warmup_steps": 1},
+    "dit": {"size": "dit-tiny", "steps": 3, "batch_size": 8, "warmup_steps": 1, "snapshot_every": 2},
     "sample": {"num": 10, "batch_size": 10, "steps": 2},
+    "gen_eval": {"num_reference": 16, "batch_size": 16, "kid_subset_size": 5, "convergence_num": 5},
     "judge": {"epochs": 1, "train_samples": 32, "val_samples": 16, "width": 8},
 }
 
@@ -62,8 +63,49 @@ def test_dvc_repro_runs_every_configuration(tmp_path):
         assert {"psnr", "fd_effnetlite0", "probe_bottleneck_top1"} <= summary.keys()
         samples = json.loads((tmp_path / "runs" / cfg / "samples" / "metrics.json").read_text())
         assert samples["count"] == 10 and samples["judge_accuracy"] is not None
+        generation = json.loads((tmp_path / "runs" / cfg / "generation" / "summary.json").read_text())
+        assert {"fd_effnetlite0", "kid_effnetlite0", "is_effnetlite0"} <= generation.keys()
+        curve = json.loads((tmp_path / "runs" / cfg / "generation" / "convergence.json").read_text())
+        assert [p["step"] for p in curve["points"]] == [2, 3]
     shown = json.loads(run([*dvc, "metrics", "show", "--json"], tmp_path))
     files = next(iter(shown.values()))["data"]
     assert {"runs/ae/eval/summary.json", "runs/vtp/eval/summary.json", "runs/vtp/dit/metrics.json",
             "runs/vtp/samples/metrics.json"} <= files.keys()
-    assert "up to date" in run([*dvc, "status"], tmp_path) or "unchanged" in run([*dvc, "repro"], tmp_path)
+    assert "# Scaling report" in (tmp_path / "reports" / "summary.md").read_text()
+    assert "up to date" in run([*dvc, "status"], tmp_path)
+    run(["git", "add", "dvc.lock"], tmp_path)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline results"], tmp_path)
+
+    # An experiment as a new user runs one: its metrics and the baseline's are read back from the DVC cache.
+    run([*dvc, "exp", "run", "-S", "eval.probe_epochs=1", "-n", "probe1"], tmp_path)
+    (baseline,) = [r for r in json.loads(run([*dvc, "exp", "show", "--json"], tmp_path)) if r["rev"] != "workspace"]
+    (experiment,) = baseline["experiments"][0]["revs"]
+    for row in (baseline, experiment):
+        metrics = row["data"]["metrics"]
+        assert {f"runs/{c}/{f}" for c in ("ae", "vtp") for f in ("eval/summary.json", "generation/summary.json",
+                                                                 "tokenizer/metrics.json")} <= metrics.keys()
+        assert all(m.get("data") for m in metrics.values()), "a metric the DVC cache could not read"
+    assert experiment["data"]["params"]["params.yaml"]["data"]["eval"]["probe_epochs"] == 1
+    run(["git", "checkout", "-q", "--", "params.yaml", "dvc.lock"], tmp_path)
+    run([*dvc, "checkout", "-q"], tmp_path)  # back to the baseline's outputs
+
+    # A DiT parameter re-runs the DiT and what reads it, never a tokenizer.
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    params["dit"]["steps"] = 4
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    ran = {line.split("'")[1] for line in run([*dvc, "repro"], tmp_path).splitlines()
+           if line.startswith("Running stage")}
+    assert ran == {f"{s}@{c}" for s in ("train-dit", "sample", "evaluate-generation") for c in ("ae", "vtp")} | {
+        "report"}
+
+    # The remote round trip: push, lose the outputs, pull them back byte for byte.
+    run([*dvc, "remote", "add", "-d", "store", str(tmp_path.parent / f"{tmp_path.name}-remote")], tmp_path)
+    run([*dvc, "push"], tmp_path)
+    tracked = [tmp_path / p for p in ("runs/vtp/tokenizer/model.safetensors", "runs/ae/dit/model.safetensors",
+                                      "runs/vtp/samples/samples.npz", "reports/summary.md")]
+    before = {p: p.read_bytes() for p in tracked}
+    for p in tracked:
+        p.unlink()
+    run([*dvc, "pull"], tmp_path)
+    assert {p: p.read_bytes() for p in tracked} == before
+    assert "up to date" in run([*dvc, "status"], tmp_path)

@@ -42,9 +42,10 @@ def test_tiny_study_through_dvc(tmp_path):
     with prefect_test_harness(server_startup_timeout=120):
         results = scaling_study(workspaces=[str(ws)], push=True)
         by_target = {r["target"]: r for r in results}
-        assert set(by_target) == {"ingest", "judge"} | {f"{s}@{c}" for c in ("ae", "vtp")
-                                                          for s in ("pretrain", "latents", "train-dit", "sample",
-                                                                    "evaluate")}
+        assert set(by_target) == {"ingest", "judge", "report"} | {
+            f"{s}@{c}" for c in ("ae", "vtp")
+            for s in ("pretrain", "latents", "train-dit", "sample", "evaluate-generation", "evaluate")}
+        assert results[-1]["target"] == "report"  # after every configuration's chain
         assert all(r["ran"] for r in results)
         evaluate = by_target["evaluate@vtp"]
         assert {"psnr", "fd_effnetlite0"} <= evaluate["metrics"].keys()
@@ -60,6 +61,7 @@ def test_tiny_study_through_dvc(tmp_path):
         assert "evaluate.psnr" in rows[0] and "sample.judge_accuracy" in rows[1]
         assert str(tmp_path / "remote") in found["scaling-study-dvc-remote"].data
         assert any(k.startswith("scaling-study-grid-") for k in found)
+        assert "scaling-study-report-summary" in found  # reports/summary.md as a markdown artifact
 
         again = scaling_study(workspaces=[str(ws)], configurations=["vtp"])  # nothing changed: DVC skips it all
         assert not any(r["ran"] for r in again)

@@ -162,3 +162,39 @@ def test_two_process_dit_matches_single_process(latents_root, tmp_path):
     assert diff < 1e-5, diff
     two = json.loads((tmp_path / "ddp" / "vtp" / "dit" / "metrics.json").read_text())
     assert abs(one["loss"] - two["loss"]) < 1e-5 * max(1.0, one["loss"])
+
+
+def test_generation_metrics_and_convergence_curve(latents_root, tmp_path):
+    """Samples scored against val in a named feature space, with counts and the sampler recorded; the FD curve
+    over the DiT's kept EMA snapshots, each from the same number of freshly seeded samples."""
+    from vtp.eval.generation import run_evaluate_generation
+    from vtp.train.dit import snapshot_steps
+
+    cfg = config(latents_root, f"runs_root={tmp_path}", "dit.snapshot_every=2", "gen_eval.num_reference=16",
+                 "gen_eval.kid_subset_size=8", "gen_eval.convergence_num=6", "gen_eval.is_splits=2")
+    shutil.copytree(config(latents_root).run_dir / "latents", cfg.run_dir / "latents")
+    run_train_dit(cfg, resume=False)
+    assert snapshot_steps(cfg.run_dir / "dit") == [2, 4]
+    run_sample(cfg)
+    doc = run_evaluate_generation(cfg)
+    m = doc["metrics"]
+    assert {"fd_effnetlite0", "kid_effnetlite0", "precision_effnetlite0", "recall_effnetlite0",
+            "is_effnetlite0"} <= m.keys() and not any(k.startswith("fid") for k in m)
+    fd = m["fd_effnetlite0"]
+    assert fd["n"] == 12 and fd["n_reference"] == 16 and fd["sampler"]["steps"] == 4 and fd["value"] > 0
+    assert m["kid_effnetlite0"]["subset_size"] == 8 and 0 <= m["precision_effnetlite0"]["value"] <= 1
+    assert m["is_effnetlite0"]["real_images_is"] >= 1
+    assert [p["step"] for p in doc["convergence"]] == [2, 4] and all(p["n"] == 6 for p in doc["convergence"])
+    out = cfg.run_dir / "generation"
+    assert json.loads((out / "summary.json").read_text())["fd_effnetlite0"] == fd["value"]
+    curve = json.loads((out / "convergence.json").read_text())
+    assert curve["points"] == [{"step": p["step"], "fd_effnetlite0": p["fd_effnetlite0"]} for p in doc["convergence"]]
+
+
+def test_snapshots_follow_their_own_cadence_and_end_at_the_last_step(latents_root, tmp_path):
+    from vtp.train.dit import snapshot_steps
+
+    cfg = config(latents_root, f"runs_root={tmp_path}", "dit.snapshot_every=3")
+    shutil.copytree(config(latents_root).run_dir / "latents", cfg.run_dir / "latents")
+    run_train_dit(cfg, resume=False)
+    assert snapshot_steps(cfg.run_dir / "dit") == [3, 4]

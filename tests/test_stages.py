@@ -79,15 +79,38 @@ def dvc_stages() -> dict[str, dict]:
 
 def test_dvc_yaml_follows_the_registry():
     stages = dvc_stages()
+    raw_params = yaml.safe_load((REPO / "params.yaml").read_text())
     assert set(stages) <= set(STAGES), f"dvc.yaml stages not in the registry: {set(stages) - set(STAGES)}"
     for name, body in stages.items():
         stage = STAGES[name]
         code_deps = [d for d in body["deps"] if d.startswith("vtp")]
         assert sorted(code_deps) == sorted(stage.deps), name
-        params = [p for p in body["params"] if not str(p).startswith("configs.")]
+        params = [p for p in body.get("params", []) if not str(p).startswith("configs.")]
         assert sorted(params) == sorted(stage.reads), name
         assert body["cmd"].split()[:2] == ["vtp", name], "a DVC stage runs the subcommand of its own name"
+        for key in params:  # DVC fails a stage whose params key is absent from params.yaml
+            head, _, field = str(key).partition(".")
+            assert head in raw_params and (not field or field in raw_params[head]), f"{name}: {key} not in params.yaml"
         assert ("foreach" in yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"][name]) == stage.per_config
+
+
+def test_the_per_configuration_block_lists_params_yaml_configurations(tmp_path):
+    from vtp.config.pipeline import MARKER, render, sync_dvc_yaml
+
+    configs = list(yaml.safe_load((REPO / "params.yaml").read_text())["configs"])
+    text = (REPO / "dvc.yaml").read_text()
+    assert text[text.index(MARKER):] == render(configs)
+    report_deps = dvc_stages()["report"]["deps"]
+    assert "runs/vtp/generation/summary.json" in report_deps and "runs/ae/eval/summary.json" in report_deps
+    artifacts = yaml.safe_load(text)["artifacts"]
+    assert artifacts["tokenizer-ae"]["path"] == "runs/ae/tokenizer/model.safetensors" and "dit-vtp" in artifacts
+
+    copy = tmp_path / "dvc.yaml"
+    copy.write_text(text)
+    assert sync_dvc_yaml(copy, ["ae", "vtp", "ae_2x"]) and not sync_dvc_yaml(copy, ["ae", "vtp", "ae_2x"])
+    assert copy.read_text().startswith(text[:text.index(MARKER)])  # everything above the block is kept
+    assert "runs/ae_2x/eval/summary.json" in yaml.safe_load(copy.read_text())["stages"]["report"]["deps"]
+    assert "tokenizer-ae-2x" in yaml.safe_load(copy.read_text())["artifacts"]
 
 
 def test_every_stage_is_a_subcommand():

@@ -67,10 +67,6 @@ def resolve(config: str | None, overrides: list[str] | None, params: Path) -> Co
     return load_config(config, overrides or [], params)
 
 
-def not_built(what: str, issue: str) -> None:
-    raise UsageError(f"`vtp {what}` is not built yet ({issue} on the roadmap); nothing was run")
-
-
 @config_app.command("show")
 @stage
 def config_show(name: Annotated[str, typer.Argument(help="Configuration name, or 'base'.")] = "base",
@@ -237,8 +233,8 @@ def stages(as_json: Annotated[bool, typer.Option("--json")] = False):
 @app.command()
 @stage
 def evaluate(config: ConfigOpt = None, set_: SetOpt = None, params: ParamsOpt = Path("params.yaml"),
-             tokenizer: Annotated[Optional[Path], typer.Option(help="Tokenizer directory (default: "
-                                                               "runs/<cfg>/tokenizer).")] = None):
+             tokenizer: Annotated[Optional[Path], typer.Option(help="A vtp tokenizer or diffusers AutoencoderKL "
+                                                               "directory (default: runs/<cfg>/tokenizer).")] = None):
     """Evaluate reconstruction and understanding; writes runs/<cfg>/eval/metrics.json and grids."""
     cfg = resolve(config, set_, params)
     from vtp.eval.evaluate import run_evaluate
@@ -249,8 +245,8 @@ def evaluate(config: ConfigOpt = None, set_: SetOpt = None, params: ParamsOpt = 
 @app.command()
 @stage
 def latents(config: ConfigOpt = None, set_: SetOpt = None, params: ParamsOpt = Path("params.yaml"),
-            tokenizer: Annotated[Optional[Path], typer.Option(help="Tokenizer directory (default: "
-                                                              "runs/<cfg>/tokenizer).")] = None):
+            tokenizer: Annotated[Optional[Path], typer.Option(help="A vtp tokenizer or diffusers AutoencoderKL "
+                                                              "directory (default: runs/<cfg>/tokenizer).")] = None):
     """Encode the training split (as is and flipped) into latent shards with channel statistics."""
     cfg = resolve(config, set_, params)
     from vtp.data.encode_latents import run_latents
@@ -294,12 +290,36 @@ def sample(config: ConfigOpt = None, set_: SetOpt = None, params: ParamsOpt = Pa
     run_sample(cfg, num=num, cfg_scale=cfg_scale)
 
 
+@app.command("evaluate-generation")
+@stage
+def evaluate_generation(config: ConfigOpt = None, set_: SetOpt = None, params: ParamsOpt = Path("params.yaml")):
+    """Score the DiT's samples against the val split (FD, KID, precision/recall, IS analogue, by feature space)
+    and the FD convergence curve over the DiT's EMA snapshots; writes runs/<cfg>/generation/."""
+    cfg = resolve(config, set_, params)
+    from vtp.eval.generation import run_evaluate_generation
+
+    run_evaluate_generation(cfg)
+
+
 @app.command()
 @stage
-def report(params: ParamsOpt = Path("params.yaml")):
-    """Collect every configuration's metrics into a scaling table and power-law fits."""
-    config_names(params)
-    not_built("report", "the DVC scaling study")
+def report(configs: Annotated[Optional[list[str]], typer.Argument(help="Configurations (default: all).")] = None,
+           params: ParamsOpt = Path("params.yaml"),
+           runs_root: Annotated[Optional[Path], typer.Option(help="Default: params.yaml's runs_root.")] = None,
+           out: Annotated[Path, typer.Option(help="Report folder.")] = Path("reports"),
+           resamples: Annotated[int, typer.Option(min=1, help="Bootstrap resamples per fit.")] = 1000,
+           seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0):
+    """The scaling report: a table of every configuration, power-law fits against pretraining FLOPs with
+    bootstrap intervals, ViTok's log E fit, plots, and the papers' claims checked; writes reports/."""
+    names = config_names(params)
+    unknown = sorted(set(configs or ()) - set(names))
+    if unknown:
+        raise UsageError(f"unknown configuration(s) {', '.join(unknown)}; choose from: {', '.join(names)}")
+    from vtp.report.build import run_report
+
+    root = runs_root or Path(resolve(None, None, params).runs_root)
+    doc = run_report(list(configs or names), root, out, params, resamples=resamples, seed=seed)
+    typer.echo(doc["summary_md"])
 
 
 def main() -> None:  # console-script entry point

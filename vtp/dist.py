@@ -68,3 +68,24 @@ def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
 def barrier() -> None:
     if dist.is_initialized():
         dist.barrier()
+
+
+def block(n: int, rank: int | None = None, world: int | None = None) -> range:
+    """This rank's contiguous share of n items (rank order = item order, so gathered results keep it)."""
+    rank, world = get_rank() if rank is None else rank, world_size() if world is None else world
+    per = -(-n // world)
+    return range(min(n, rank * per), min(n, (rank + 1) * per))
+
+
+def all_gather_rows(t: torch.Tensor) -> torch.Tensor:
+    """Concatenate every rank's rows in rank order (ranks may hold different row counts; padded in transit)."""
+    if not dist.is_initialized():
+        return t
+    counts = [torch.zeros(1, dtype=torch.long, device=t.device) for _ in range(world_size())]
+    dist.all_gather(counts, torch.tensor([t.shape[0]], device=t.device))
+    most = int(max(c.item() for c in counts))
+    padded = torch.zeros((most, *t.shape[1:]), dtype=t.dtype, device=t.device)
+    padded[: t.shape[0]] = t
+    parts = [torch.empty_like(padded) for _ in counts]
+    dist.all_gather(parts, padded)
+    return torch.cat([p[: int(c.item())] for p, c in zip(parts, counts)])

@@ -36,11 +36,12 @@ class Stage:
     name: str
     summary: str
     entry: str  # "module:function" taking (cfg, **options)
-    reads: tuple[str, ...]  # top-level configuration keys
+    reads: tuple[str, ...]  # configuration sections (`dit`), or single fields of one (`eval.feature_space`)
     deps: tuple[str, ...]  # code paths (repository-relative) whose change re-runs the stage
     inputs: tuple[str, ...]  # path templates: {shards} = data/shards/<dataset>, {run} = runs/<cfg>
     outputs: tuple[str, ...]
     per_config: bool = True  # runs once per named configuration (DVC `foreach`)
+    final: bool = False  # runs once, after every configuration's chain (it reads them all)
 
     def function(self) -> Callable[..., Any]:
         module, _, attr = self.entry.partition(":")
@@ -50,7 +51,7 @@ class Stage:
         """Hash of the sections this stage reads, operational fields left out: a checkpoint resumes only a run
         with the same fingerprint, and an unrelated section (a DiT setting, an eval option) never changes it."""
         data = cfg.model_dump(mode="json")
-        relevant = {key: data[key] for key in self.reads}
+        relevant = {key: _at(data, key) for key in self.reads}
         for path in OPERATIONAL:
             head, _, field = path.partition(".")
             if field and isinstance(relevant.get(head), dict):
@@ -63,6 +64,12 @@ class Stage:
     def paths(self, cfg: "Config") -> dict[str, list[str]]:
         fill = {"shards": str(cfg.shard_dir), "run": str(cfg.run_dir)}
         return {"inputs": [p.format(**fill) for p in self.inputs], "outputs": [p.format(**fill) for p in self.outputs]}
+
+
+def _at(data: dict, key: str) -> Any:
+    """A top-level section (`eval`) or one field of it (`eval.feature_space`): a stage may read just that."""
+    head, _, field = key.partition(".")
+    return data[head][field] if field else data[head]
 
 
 _CORE = ("vtp/__init__.py", "vtp/config", "vtp/dist.py", "vtp/fileio.py", "vtp/log.py", "vtp/runinfo.py",
@@ -98,10 +105,22 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
           deps=(*_CORE, "vtp/data", "vtp/diffusion", "vtp/eval/__init__.py", "vtp/eval/judge.py", "vtp/models",
                 "vtp/losses", "vtp/train", "vtp/weights.py"),
           inputs=("{run}/dit", "{run}/tokenizer", "runs/judge"), outputs=("{run}/samples",)),
+    Stage("evaluate-generation", "generation metrics of the samples against val (FD, KID, precision/recall, IS "
+          "analogue) and the FD convergence curve over DiT snapshots", "vtp.eval.generation:run_evaluate_generation",
+          reads=(*_TRAINING, "latents", "dit", "sample", "gen_eval", "eval.feature_space", "eval.inception_weights"),
+          deps=(*_CORE, "vtp/data", "vtp/diffusion", "vtp/eval/__init__.py", "vtp/eval/effnet_extractor.py",
+                "vtp/eval/fidelity.py", "vtp/eval/generation.py", "vtp/eval/image_sets.py", "vtp/eval/judge.py",
+                "vtp/eval/report.py", "vtp/models", "vtp/losses", "vtp/train", "vtp/weights.py"),
+          inputs=("{shards}", "{run}/samples", "{run}/dit", "{run}/tokenizer"), outputs=("{run}/generation",)),
     Stage("evaluate", "reconstruction and understanding metrics of a tokenizer", "vtp.eval.evaluate:run_evaluate",
           reads=("seed", "data", "eval"),
           deps=(*_CORE, "vtp/data", "vtp/models", "vtp/losses", "vtp/eval", "vtp/weights.py"),
           inputs=("{shards}", "{run}/tokenizer"), outputs=("{run}/eval",)),
+    Stage("report", "every configuration's table, power-law fits with bootstrap intervals, plots, the papers' "
+          "claims checked", "vtp.report.build:run_report", reads=(),
+          deps=(*_CORE, "vtp/models/__init__.py", "vtp/models/registry.py", "vtp/report"),
+          inputs=("{run}/tokenizer", "{run}/eval", "{run}/generation"), outputs=("reports",), per_config=False,
+          final=True),
 )}
 
 

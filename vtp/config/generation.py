@@ -33,6 +33,9 @@ class DiTConfig(Section):
     lognorm_mu: float = -0.75  # VTP's DiT-B protocol (t = 1 is data, so mu < 0 leans toward noise)
     lognorm_sigma: float = Field(1.0, gt=0)
     cosine_loss: bool = True  # LightningDiT's extra 1 - cos(v_pred, v) term
+    # Keep the EMA weights every this many steps and at the last (checkpoints/ema/): the generation convergence
+    # curve. None: keep none.
+    snapshot_every: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _schedule(self):
@@ -65,6 +68,17 @@ class SampleConfig(Section):
         if self.cfg_interval is not None and not 0 <= self.cfg_interval[0] <= self.cfg_interval[1] <= 1:
             fail("cfg_interval", list(self.cfg_interval), "need 0 <= lo <= hi <= 1")
         return self
+
+
+class GenEvalConfig(Section):
+    """`gen_eval:` generation metrics of the DiT's samples against the validation split (`vtp evaluate-generation`),
+    in eval.feature_space; values depend on the sample count and the sampler, both recorded with them."""
+    num_reference: int | None = Field(None, ge=2)  # validation images; None: the whole split
+    batch_size: int = Field(64, ge=1)  # images per feature-extractor forward, per rank
+    kid_subset_size: int = Field(100, ge=2)  # capped at the smaller set's size (recorded)
+    prc_neighborhood: int = Field(3, ge=1)  # k of the k-NN manifolds (Kynkaanniemi et al. 2019)
+    is_splits: int = Field(10, ge=1)
+    convergence_num: int = Field(100, ge=2)  # samples per DiT snapshot on the convergence curve (fixed seed)
 
 
 class JudgeConfig(Section):

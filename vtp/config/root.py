@@ -9,7 +9,7 @@ from vtp.config.base import Section, fail
 from vtp.config.data import AugConfig, DataConfig
 from vtp.config.eval import EvalConfig
 from vtp.config.gan import GanConfig
-from vtp.config.generation import DiTConfig, JudgeConfig, LatentsConfig, SampleConfig
+from vtp.config.generation import DiTConfig, GenEvalConfig, JudgeConfig, LatentsConfig, SampleConfig
 from vtp.config.loss import LossConfig
 from vtp.config.model import ModelConfig
 from vtp.config.train import TrainConfig
@@ -31,6 +31,7 @@ class Config(Section):
     dit: DiTConfig = DiTConfig()
     sample: SampleConfig = SampleConfig()
     judge: JudgeConfig = JudgeConfig()
+    gen_eval: GenEvalConfig = GenEvalConfig()
 
     @model_validator(mode="after")
     def _combinations(self):

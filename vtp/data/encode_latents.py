@@ -37,7 +37,7 @@ def _samples(urls: list[str], resolution: int, skipped: list[str]):
 
 
 def run_latents(cfg: Config, tokenizer_dir: Path | None = None) -> dict:
-    from vtp.models.tokenizer import Tokenizer
+    from vtp.models.external import load_tokenizer, weights_file
     from vtp.train.runtime import autocast
 
     info = vdist.init_distributed()
@@ -50,7 +50,7 @@ def run_latents(cfg: Config, tokenizer_dir: Path | None = None) -> dict:
             staging.mkdir(parents=True)
         vdist.barrier()
         record = RunRecord(staging, "latents", to_dict(cfg), cfg.seed, tokenizer=str(src)) if info.is_main else None
-        tok = Tokenizer.from_pretrained(src).to(info.device).eval()
+        tok = load_tokenizer(src).to(info.device).eval()
         lc, skipped = cfg.latents, []
         writer = ShardWriter(staging, f"latents-r{info.rank:02d}", lc.shard_size)
         mine = urls[info.rank::info.world_size]
@@ -82,7 +82,7 @@ def run_latents(cfg: Config, tokenizer_dir: Path | None = None) -> dict:
         seconds = time.perf_counter() - t0
         doc = {"config": cfg.name, "count": total, "shape": shape, "flip": lc.flip,
                "label_sets": manifest["label_sets"], "dataset": str(cfg.shard_dir),
-               "tokenizer": {"dir": str(src), "sha256": sha256_file(src / "model.safetensors")},
+               "tokenizer": {"dir": str(src), "sha256": sha256_file(weights_file(src))},
                "skipped_count": n_skipped, "skipped": skipped[:100], "world_size": info.world_size,
                "seconds": round(seconds, 2), "images_per_s": round(total / max(seconds, 1e-9), 1)}
         vdist.barrier()

@@ -78,8 +78,28 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return ((images.float().clamp(-1, 1) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).cpu()
 
 
+def decoded_samples(dit, tok, stats: LatentStats, spec: SamplerSpec, indices: range, num_classes: int,
+                    batch_size: int, device, precision: str, desc: str = "sample"):
+    """Yield (uint8 (B, 3, H, W) images, NFE) for sample indices in `indices`, batch by batch: sample i asks for
+    class i mod K from noise seeded by (spec.seed, i), so the images depend on neither batching nor ranks."""
+    c, h, w = dit.in_channels, *dit.grid
+
+    def model_fn(x, t, y):
+        with autocast(device, precision):
+            return dit(x, t, y)
+
+    for start in progress(range(indices.start, indices.stop, batch_size), desc=desc):
+        idx = list(range(start, min(indices.stop, start + batch_size)))
+        noise = torch.stack([torch.randn((c, h, w), generator=generator(spec.seed, i)) for i in idx])
+        labels = torch.tensor([i % num_classes for i in idx], device=device)
+        latents, used = sample(model_fn, noise.to(device), labels, spec, dit.null_label)
+        with torch.no_grad():
+            images = tok.decode(stats.denormalize(latents.float()))
+        yield to_uint8(images), used
+
+
 def run_sample(cfg: Config, num: int | None = None, cfg_scale: float | None = None) -> dict:
-    from vtp.models.tokenizer import Tokenizer
+    from vtp.models.external import load_tokenizer
     from vtp.train.dit import load_dit
 
     info = vdist.init_distributed()
@@ -93,8 +113,8 @@ def run_sample(cfg: Config, num: int | None = None, cfg_scale: float | None = No
         dit_dir, out = cfg.run_dir / "dit", cfg.run_dir / "samples"
         dit, dinfo = load_dit(dit_dir, "ema" if sc.ema else "last", sc.checkpoint, info.device)
         stats = LatentStats.load(dit_dir)
-        tok = Tokenizer.from_pretrained(dinfo["tokenizer"]["dir"]).to(info.device).eval()
-        k, (c, h, w) = dinfo["num_classes"], (dinfo["in_channels"], *dinfo["grid"])
+        tok = load_tokenizer(dinfo["tokenizer"]["dir"]).to(info.device).eval()
+        k = dinfo["num_classes"]
         per_rank = math.ceil(num / info.world_size)
         lo, hi = info.rank * per_rank, min(num, (info.rank + 1) * per_rank)
         if info.is_main:
@@ -104,20 +124,10 @@ def run_sample(cfg: Config, num: int | None = None, cfg_scale: float | None = No
         res = cfg.data.resolution
         part = _PartWriter(out / f".part-r{info.rank:02d}.npy", max(0, hi - lo), (res, res))
         nfe, t0 = [], time.perf_counter()
-
-        def model_fn(x, t, y):
-            with autocast(info.device, cfg.train.precision):
-                return dit(x, t, y)
-
-        for start in progress(range(lo, hi, sc.batch_size), desc=f"sample {cfg.name}"):
-            idx = list(range(start, min(hi, start + sc.batch_size)))
-            noise = torch.stack([torch.randn((c, h, w), generator=generator(sc.seed, i)) for i in idx])
-            labels = torch.tensor([i % k for i in idx], device=info.device)
-            latents, used = sample(model_fn, noise.to(info.device), labels, spec, dit.null_label)
+        for images, used in decoded_samples(dit, tok, stats, spec, range(lo, hi), k, sc.batch_size,
+                                            info.device, cfg.train.precision, desc=f"sample {cfg.name}"):
             nfe.append(used)
-            with torch.no_grad():
-                images = tok.decode(stats.denormalize(latents.float()))
-            part.write(to_uint8(images))
+            part.write(images)
         part.close()
         seconds = time.perf_counter() - t0
         vdist.barrier()

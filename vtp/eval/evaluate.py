@@ -9,7 +9,9 @@ mean patch tokens only without a CLS token). Probes are fitted on train-split fe
 on a held-out part of them, and reported on val.
 
 Writes `<run>/eval/`: metrics.json + summary.json (vtp.eval.report), grids/reconstruction.png, run.json.
-`evaluate_tokenizer` works on any object with the public tokenizer API, so external tokenizers can be scored.
+`evaluate_tokenizer` works on any object with the public tokenizer API, so external tokenizers can be scored;
+`run_evaluate` opens a vtp tokenizer or a diffusers AutoencoderKL directory (vtp.models.external), and a tokenizer
+with neither a text tower nor features() has understanding recorded as not applicable.
 Single process, fp32. Both uint8 image sets stay in memory for torch-fidelity (2 x N x 3 x R^2 bytes: 400 MB for
 1024 images at 256 px); for 50k-image sets give `fidelity.frechet` folders instead.
 """
@@ -66,7 +68,7 @@ class ShardData:
 
 def run_evaluate(cfg: Config, tokenizer_dir: Path | None = None) -> dict:
     """Evaluate the tokenizer in `tokenizer_dir` (default `<run>/tokenizer`); returns the metrics.json document."""
-    from vtp.models.tokenizer import Tokenizer
+    from vtp.models.external import load_tokenizer
 
     tokenizer_dir = Path(tokenizer_dir or cfg.run_dir / "tokenizer")
     out_dir = cfg.run_dir / "eval"
@@ -76,7 +78,7 @@ def run_evaluate(cfg: Config, tokenizer_dir: Path | None = None) -> dict:
         raise ConfigError(f"config {cfg.name!r}: eval.feature_space = {cfg.eval.feature_space!r}: {err}") from None
     run = RunRecord(out_dir, "evaluate", to_dict(cfg), seed=cfg.seed, tokenizer_dir=str(tokenizer_dir))
     try:
-        tok = Tokenizer.from_pretrained(tokenizer_dir)
+        tok = load_tokenizer(tokenizer_dir)
         doc = evaluate_tokenizer(tok, cfg, out_dir, ShardData(cfg), tokenizer_info={"dir": str(tokenizer_dir)})
     except BaseException:
         run.finish("failed")
@@ -118,9 +120,12 @@ def evaluate_tokenizer(tok: Any, cfg: Config, out_dir: str | Path, data: EvalDat
         tok = tok.eval().to(device)
     skipped: dict[str, str] = {}
     do_zeroshot, do_probe = has_text_tower(tok), has_probe_features(tok)
-    if not do_zeroshot:
+    if not (do_zeroshot or do_probe):  # a pure auto-encoder, e.g. a diffusers AutoencoderKL
+        name = getattr(getattr(tok, "spec", None), "name", None) or type(tok).__name__
+        skipped["understanding"] = f"not applicable: {name} has no text tower and no semantic features"
+    elif not do_zeroshot:
         skipped["zeroshot"] = "the tokenizer has no text tower"
-    if not do_probe:
+    elif not do_probe:
         skipped["probe"] = "the tokenizer has no features() method"
     classnames = data.classnames(e.label) if do_zeroshot or do_probe else []
     if lpips is None:

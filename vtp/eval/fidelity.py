@@ -122,3 +122,62 @@ def frechet(images_a: Images, images_b: Images, space: FeatureSpace | str = "eff
         result[space.kid_key] = float(out["kernel_inception_distance_mean"])
         result[space.kid_key + "_std"] = float(out["kernel_inception_distance_std"])
     return result
+
+
+# -- Feature-level metrics: features extracted once per image set, then every metric from them -------------------
+# calculate_metrics() re-reads both inputs per call and wants them whole; generation scores stream a sample file,
+# shard the extraction over ranks, reuse the reference features across DiT checkpoints, and add precision/recall
+# and an Inception-Score analogue. The metric arithmetic stays torch-fidelity's own functions.
+def extractor(space: FeatureSpace, device: str | torch.device = "cpu"):
+    """torch-fidelity's extractor for `space`, giving (its FD/KID layer, its classifier logits for IS)."""
+    from torch_fidelity.utils import create_feature_extractor
+
+    if space.name == "inception":
+        torch.load(space.weights, map_location="cpu", weights_only=True)  # refuse a non-state-dict pickle
+    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+
+    cls = FEATURE_EXTRACTORS_REGISTRY[space.extractor]
+    layers = [space.layer, cls.get_default_feature_layer_for_metric("isc")]
+    net = create_feature_extractor(space.extractor, layers, cuda=False, verbose=False,
+                                   feature_extractor_weights_path=None if space.weights is None else str(space.weights))
+    return net.to(device)
+
+
+@torch.no_grad()
+def extract(batches, space: FeatureSpace, device: str | torch.device = "cpu", net=None) -> dict[str, torch.Tensor]:
+    """{"features": (N, D), "logits": (N, K)} float64 on CPU for uint8 (B, 3, H, W) batches."""
+    net = net or extractor(space, device)
+    feats, logits = [], []
+    for images in batches:
+        f, lg = net(images.to(device))
+        feats.append(f.double().cpu())
+        logits.append(lg.double().cpu())
+    if not feats:
+        raise ValueError("extract: no images")
+    return {"features": torch.cat(feats), "logits": torch.cat(logits)}
+
+
+def distribution_metrics(generated: dict[str, torch.Tensor], reference: dict[str, torch.Tensor],
+                         space: FeatureSpace, kid_subset_size: int, prc_neighborhood: int = 3,
+                         is_splits: int = 10, seed: int = 2020) -> dict[str, float]:
+    """FD, KID (mean, std), precision/recall (Kynkaanniemi et al.'s k-NN manifolds) and the IS analogue of
+    `generated` against `reference`, each named by `space`: torch-fidelity's metric functions on features."""
+    from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
+    from torch_fidelity.metric_isc import isc_features_to_metric
+    from torch_fidelity.metric_kid import kid_features_to_metric
+    from torch_fidelity.metric_prc import prc_features_to_metric
+
+    g, r = generated["features"], reference["features"]
+    subset = min(kid_subset_size, len(g), len(r))
+    fd = fid_statistics_to_metric(fid_features_to_statistics(g), fid_features_to_statistics(r), verbose=False)
+    kid = kid_features_to_metric(g, r, kid_subsets=KID_SUBSETS, kid_subset_size=subset, rng_seed=seed,
+                                 verbose=False)  # torch-fidelity's default kernel: cubic polynomial
+    prc = prc_features_to_metric(g.float(), r.float(), prc_neighborhood=prc_neighborhood, prc_batch_size=10000,
+                                 save_cpu_ram=True, verbose=False)
+    isc = isc_features_to_metric(generated["logits"], splits=is_splits, shuffle=True, rng_seed=seed)
+    name = space.name
+    return {space.fd_key: float(fd["frechet_inception_distance"]),
+            space.kid_key: float(kid["kernel_inception_distance_mean"]),
+            space.kid_key + "_std": float(kid["kernel_inception_distance_std"]),
+            f"precision_{name}": float(prc["precision"]), f"recall_{name}": float(prc["recall"]),
+            space.is_key: float(isc["inception_score_mean"]), space.is_key + "_std": float(isc["inception_score_std"])}

@@ -84,8 +84,23 @@ class DinoHeadSpec:
     layers: int = 3
 
 
+class LatentGrid:
+    """Latents of shape (bottleneck_dim, H / patch, W / patch): any tokenizer spec with those two fields."""
+    bottleneck_dim: int
+    patch: int
+
+    def latent_shape(self, resolution: int) -> tuple[int, int, int]:
+        side = resolution // self.patch
+        return (self.bottleneck_dim, side, side)
+
+    def bottleneck_size(self, resolution: int) -> int:
+        """ViTok's E = tokens x channels."""
+        c, h, w = self.latent_shape(resolution)
+        return c * h * w
+
+
 @dataclass(frozen=True)
-class TokenizerSpec:
+class TokenizerSpec(LatentGrid):
     name: str
     encoder: ViTSpec
     decoder: ViTSpec
@@ -97,14 +112,6 @@ class TokenizerSpec:
     clip_dim: int = 768
     dino: DinoHeadSpec | None = field(default_factory=DinoHeadSpec)
 
-    def latent_shape(self, resolution: int) -> tuple[int, int, int]:
-        side = resolution // self.patch
-        return (self.bottleneck_dim, side, side)
-
-    def bottleneck_size(self, resolution: int) -> int:
-        """ViTok's E = tokens x channels."""
-        c, h, w = self.latent_shape(resolution)
-        return c * h * w
 
 
 def vtp_vit(width: int, depth: int, heads: int, norm: str = "rmsnorm") -> ViTSpec:

@@ -35,6 +35,7 @@ from vtp.train.runtime import autocast, generator
 from vtp.train.setup import apply_fsdp, wrap_model
 
 FORMAT = "vtp-dit"
+SNAPSHOTS = "ema"  # checkpoints/ema/: the EMA weights kept every dit.snapshot_every steps
 
 
 def run_train_dit(cfg: Config, resume: bool = True, loader: Loader | None = None) -> dict:
@@ -129,6 +130,23 @@ class DiTTrainer(Trainer):
         self.ema.update(self.dit, self.cfg.dit.ema)
         return {"grad_norm": float(grad_norm), "lr": self.optimizer.param_groups[0]["lr"]}
 
+    def after_step(self) -> None:
+        every = self.cfg.dit.snapshot_every
+        if every and (self.step % every == 0 or self.step == self.total_steps):
+            self._snapshot()
+
+    def _snapshot(self) -> None:
+        """The EMA weights at this step, kept (checkpoints/ema/step-N.safetensors) when older checkpoints are
+        pruned: the points of the generation convergence curve. Inside checkpoints/, so a changed run sets them
+        aside with its checkpoints. Collective under FSDP."""
+        ema = get_model_state_dict(self.ema, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        if self.info.is_main:
+            path = self.ckpt_dir / SNAPSHOTS / f"step-{self.step:07d}.safetensors"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            ema = {k.removeprefix("module."): v.contiguous() for k, v in ema.items()}
+            write_bytes_atomic(path, save(ema, metadata={"weights": "ema", "step": str(self.step)}))
+        vdist.barrier()
+
     def export(self, metrics: dict) -> None:
         full = StateDictOptions(full_state_dict=True, cpu_offload=True)
         ema = get_model_state_dict(self.ema, options=full)
@@ -142,10 +160,16 @@ class DiTTrainer(Trainer):
             shutil.copy(self.latents_dir / STATS, self.out / STATS)
 
 
+def snapshot_steps(directory: Path) -> list[int]:
+    """Steps with kept EMA snapshots (dit.snapshot_every), ascending."""
+    found = (Path(directory) / "checkpoints" / SNAPSHOTS).glob("step-*.safetensors")
+    return sorted(int(p.name[5:12]) for p in found)
+
+
 def load_dit(directory: Path, weights: str = "ema", checkpoint: int | None = None,
              device: str | torch.device = "cpu") -> tuple[DiT, dict]:
     """A trained DiT from `directory`: its EMA (`model.safetensors`) or last (`raw.safetensors`) weights, or those
-    of checkpoint step `checkpoint` (for convergence curves)."""
+    of checkpoint step `checkpoint` (an EMA snapshot, or a checkpoint still kept: for convergence curves)."""
     from safetensors.torch import load_file
 
     from vtp.models.registry import DiTSpec
@@ -160,6 +184,9 @@ def load_dit(directory: Path, weights: str = "ema", checkpoint: int | None = Non
     model = DiT(DiTSpec(**info["spec"]), info["in_channels"], tuple(info["grid"]), info["num_classes"])
     if checkpoint is None:
         state = load_file(directory / ("model.safetensors" if weights == "ema" else "raw.safetensors"))
+    elif weights == "ema" and (snap := directory / "checkpoints" / SNAPSHOTS / f"step-{checkpoint:07d}.safetensors"
+                               ).is_file():
+        state = load_file(snap)
     else:
         step = directory / "checkpoints" / f"step-{checkpoint:07d}"
         if not step.is_dir():

@@ -95,6 +95,9 @@ class Trainer:
         """Clip, step the optimizers, EMA; returns scalars to log (learning rate, gradient norm, ...)."""
         raise NotImplementedError
 
+    def after_step(self) -> None:
+        """Called on every rank after each optimizer step, `self.step` already counted (the DiT keeps snapshots)."""
+
     def save_images(self, step: int) -> list[tuple[str, Path]]:
         """Called on every rank every `train.image_every` steps; returns (name, png) pairs to log."""
         return []
@@ -257,6 +260,7 @@ class Trainer:
                     meter = Meter()  # the first step also counted FLOPs: keep it out of the throughput
                 self.step += 1
                 self.samples += self.batch_size
+                self.after_step()
                 if out is not None:
                     meter.add(out, self.batch_size)
                 if self.step % tc.log_every == 0 or self.step == self.total_steps:
