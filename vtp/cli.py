@@ -16,11 +16,13 @@ from typing import Annotated, Callable, Optional
 import typer
 
 from vtp.config import Config, ConfigError, config_names, load_config, to_dict
+from vtp.study_cli import study_app
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Pre-train visual tokenizers for generation and study how they scale.")
 config_app = typer.Typer(no_args_is_help=True, help="Inspect the configurations in params.yaml.")
 app.add_typer(config_app, name="config")
+app.add_typer(study_app, name="study")
 
 ConfigOpt = Annotated[Optional[str], typer.Option("--config", "-c", help="Named configuration in params.yaml "
                                                   "(`configs:`); default: the base.")]
@@ -83,17 +85,12 @@ def config_show(name: Annotated[str, typer.Argument(help="Configuration name, or
 @config_app.command("list")
 @stage
 def config_list(params: ParamsOpt = Path("params.yaml")):
-    """List the named configurations with their estimated pretraining model FLOPs (vtp.train.compute)."""
-    from vtp.train.compute import pretrain_step_flops
+    """List the named configurations with their estimated training FLOPs and GPU-hours (vtp.config.study)."""
+    from vtp.config.study import estimate, params_hardware
+    from vtp.study_cli import hardware_line, table
 
-    for name in config_names(params):
-        cfg = resolve(name, None, params)
-        spec = cfg.model.spec()
-        flops = pretrain_step_flops(cfg)["total"] * cfg.train.steps
-        derived = f" (= {cfg.train.equal_compute_with})" if cfg.train.equal_compute_with else ""
-        typer.echo(f"{name:16s} size={spec.name} objectives={'+'.join(cfg.loss.enabled)} "
-                   f"E={spec.bottleneck_size(cfg.data.resolution)} steps={cfg.train.steps}{derived} "
-                   f"model_flops={flops:.3e}")
+    typer.echo(f"estimated from model FLOPs on {hardware_line(params_hardware(params))}")
+    typer.echo("\n".join(table(estimate(params))))
 
 
 @app.command()
