@@ -5,9 +5,9 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
 from app.data import STAGES, Run, load_runs, project_root, read_json
+from vtp.report import collect
 from vtp.report.collect import kind, objectives  # the report's families, so page and report agree
 
 
@@ -77,25 +77,9 @@ def run_row(run: Run, fallback: dict | None = None) -> dict[str, Any]:
     return row
 
 
-def _merge(base: dict, override: dict) -> dict:
-    out = dict(base)
-    for k, v in override.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
 def planned(params: Path | None = None) -> dict[str, dict]:
     """params.yaml's named configurations (base merged with each override): the ones not yet run show too."""
-    path = params or project_root() / "params.yaml"
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        return {}
-    configs = raw.get("configs") if isinstance(raw, dict) else None
-    if not isinstance(configs, dict):
-        return {}
-    base = {k: v for k, v in raw.items() if k != "configs"}
-    return {name: _merge(base, o or {}) for name, o in configs.items()}
+    return collect.planned(params or project_root() / "params.yaml")
 
 
 def overview(root: Path | None = None, params: Path | None = None) -> pd.DataFrame:

@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 import torch
 from test_eval_fidelity import TINY_SPACE
-from test_eval_run import PARAMS, overrides
+from test_eval_run import PARAMS, overrides, shards  # noqa: F401 - shards: the same module-scoped fixture
 
 from vtp.config import load_config
 from vtp.data.encode_latents import run_latents
-from vtp.data.ingest import ingest
 from vtp.data.latents import sha256_file
 from vtp.diffusion.generate import run_sample
 from vtp.eval import evaluate as evaluate_mod
@@ -35,14 +34,6 @@ def vae_dir(tmp_path_factory) -> Path:
     directory = tmp_path_factory.mktemp("sd-vae")
     vae.save_pretrained(directory)
     return directory
-
-
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("shards")
-    cfg = load_config(overrides=overrides(root, root), params=PARAMS)
-    ingest("synthetic", None, root, cfg.data.dataset, 32, 1, False, cfg)
-    return root
 
 
 def test_adapter_equals_diffusers_own_encode_and_decode(vae_dir):
@@ -81,7 +72,7 @@ GENERATION = ["latents.batch_size=16", "dit.size=dit-tiny", "dit.steps=2", "dit.
               "sample.num=4", "sample.batch_size=4", "sample.steps=2", "sample.grid_per_class=1"]
 
 
-def test_evaluate_latents_and_samples_on_the_same_protocol(vae_dir, shards, tmp_path, monkeypatch):
+def test_evaluate_latents_and_samples_on_the_same_protocol(vae_dir, shards, tmp_path, monkeypatch):  # noqa: F811
     monkeypatch.setattr(evaluate_mod.fidelity, "resolve_feature_space", lambda *a, **k: TINY_SPACE)
     cfg = load_config(overrides=overrides(shards, tmp_path, *GENERATION), params=PARAMS)
     doc = run_evaluate(cfg, tokenizer_dir=vae_dir)
