@@ -66,3 +66,17 @@ def test_equal_compute_errors_name_the_field(tmp_path):
     # An explicit --set train.steps wins (a quick smoke run), and the resolved config no longer claims equality.
     quick = load_config("lost", ("train.steps=50",), params)
     assert quick.train.steps == 50 and quick.train.equal_compute_with is None
+
+
+def test_a_derived_configurations_warmup_is_checked_against_its_derived_steps(tmp_path):
+    # The base's 300 steps are not this configuration's: a warm-up above them is fine once steps are derived
+    # (the reference runs 2000), and a warm-up above the derived steps is still refused.
+    params = _params(tmp_path, {"full": {"train": {"steps": 2000, "warmup_steps": 500}},
+                                "ae": {"loss": {"clip": False, "ssl": False},
+                                       "train": {"equal_compute_with": "full", "warmup_steps": 500}},
+                                "long": {"loss": {"clip": False, "ssl": False},
+                                         "train": {"equal_compute_with": "full", "warmup_steps": 10 ** 6}}})
+    ae = load_config("ae", (), params)
+    assert ae.train.warmup_steps == 500 < 2000 < ae.train.steps
+    with pytest.raises(ConfigError, match=r"config 'long': train.warmup_steps = 1000000: must be smaller than steps"):
+        load_config("long", (), params)

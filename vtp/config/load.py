@@ -96,7 +96,7 @@ def load_config(name: str | None = None, overrides: tuple[str, ...] | list[str] 
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {item!r}: {k} is not a section")
         node[keys[-1]] = value
-    cfg = _validated(raw)
+    cfg = _validated(raw, steps_pending=bool((raw.get("train") or {}).get("equal_compute_with")))
     return _equal_compute(cfg, raw, configs, overrides, params) if cfg.train.equal_compute_with else cfg
 
 
@@ -122,8 +122,8 @@ def _equal_compute(cfg: Config, raw: dict, configs: dict, overrides, params) -> 
     return _validated(deep_merge(raw, {"train": {"steps": equal_compute_steps(cfg, reference)}}))
 
 
-def _validated(raw: dict) -> Config:
+def _validated(raw: dict, steps_pending: bool = False) -> Config:
     try:
-        return Config.model_validate(raw)
+        return Config.model_validate(raw, context={"steps_pending": steps_pending})
     except ValidationError as e:
         raise ConfigError(_format(e, raw["name"])) from None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, model_validator
 
 from vtp.config.base import Section, fail
 
@@ -34,10 +34,12 @@ class TrainConfig(Section):
     deterministic: bool = True
 
     @model_validator(mode="after")
-    def _schedule(self):
+    def _schedule(self, info: ValidationInfo):
         if self.min_lr > self.lr:
             fail("min_lr", self.min_lr, f"must not exceed lr = {self.lr}")
-        if self.warmup_steps >= self.steps:
+        # Steps still to be derived from `equal_compute_with` are checked once derived (vtp.config.load).
+        steps_final = not (info.context or {}).get("steps_pending")
+        if steps_final and self.warmup_steps >= self.steps:
             fail("warmup_steps", self.warmup_steps, f"must be smaller than steps = {self.steps}")
         if self.batch_size % self.grad_accum:
             fail("batch_size", self.batch_size, f"must be a multiple of grad_accum = {self.grad_accum}")
