@@ -85,8 +85,8 @@ class JudgeConfig(Section):
     """`judge:` the independent classifier of samples (`vtp judge`), trained on real images only."""
     label: str = "shape"  # must be the label the DiT is conditioned on (dit.label) for samples to be judged
     epochs: int = Field(8, ge=1)
-    lr: float = Field(2e-3, gt=0)
+    lr: float = Field(3e-3, gt=0)  # the one-cycle peak
     batch_size: int = Field(128, ge=1)
-    width: int = Field(32, ge=4)
+    width: int = Field(16, ge=4)
     train_samples: int = Field(8192, ge=10)
     val_samples: int = Field(1024, ge=10)

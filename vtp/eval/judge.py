@@ -65,6 +65,10 @@ def train_judge(cfg, out_dir: Path) -> dict:
     net = JudgeNet(len(names), jc.width)
     opt = torch.optim.AdamW(net.parameters(), lr=jc.lr, weight_decay=1e-4)
     steps_per_epoch = max(1, len(x) // jc.batch_size)
+    # One-cycle (warm-up, then anneal): at constant LR the BatchNorm CNN sits at chance for epochs; with it a width-16
+    # judge reaches 0.99 shape accuracy in 8 epochs (measured: constant LR at width 32 was 0.10 after 2 epochs).
+    schedule = torch.optim.lr_scheduler.OneCycleLR(opt, jc.lr, total_steps=jc.epochs * steps_per_epoch,
+                                                   pct_start=0.2)
     for epoch in progress(range(jc.epochs), desc="judge"):
         order = torch.randperm(len(x), generator=generator(cfg.seed, epoch))
         net.train()
@@ -77,6 +81,7 @@ def train_judge(cfg, out_dir: Path) -> dict:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            schedule.step()
     accuracy = float((predict(net, xv) == yv).float().mean())
     doc = {"label": label, "classes": names, "chance": 1.0 / len(names), "val_accuracy": accuracy,
            "train_samples": len(x), "val_samples": len(xv), "epochs": jc.epochs,
