@@ -38,7 +38,7 @@ def make_trainer(cfg, tmp: str) -> tuple[Pretrainer, object]:
     images = torch.rand(256, 3, res, res, generator=g) * 2 - 1
     captions = [f"a small shape number {i} on a plain background" for i in range(256)]
     trainer = Pretrainer(cfg, vdist.init_distributed(), resume=False,
-                         loader=memory_loader(images, captions, cfg.train.batch_size))
+                         loader=memory_loader(images, captions, cfg.train.batch_size // cfg.train.grad_accum))
     return trainer, stream(trainer.make_loader(), 0, 0)
 
 
@@ -67,7 +67,7 @@ def bench_encoder(cfg, repeats: int) -> tuple[float, float]:
 
 def step_time(cfg, repeats: int, tmp: str) -> tuple[float, float]:
     trainer, batches = make_trainer(cfg, tmp)
-    trainer._count_flops(next(batches))
+    trainer._count_flops([next(batches) for _ in range(trainer.grad_accum)])
     return timed(lambda: trainer._train_step(batches), repeats), trainer.flops_per_step_device
 
 

@@ -16,12 +16,12 @@ from typing import Iterator
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from vtp import dist as vdist
 from vtp.config import Config, ConfigError, to_dict
 from vtp.fileio import write_json_atomic
 from vtp.log import log, progress
+from vtp.models.flops import FlopCounterMode  # with CPU attention registered
 from vtp.runinfo import RunRecord
 from vtp.stages import get_stage
 from vtp.train import checkpoint as ckpt
