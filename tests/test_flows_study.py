@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.testing.utilities import prefect_test_harness
-from test_dvc_pipeline import tiny_project  # the tiny project door 1's end-to-end test uses
 
 from flows.study import scaling_study
 from flows.workspace import dvc_bin
+
+from dvc_utils import tiny_project
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.slow, pytest.mark.flows]
