@@ -14,7 +14,8 @@ from train_utils import REPO, tiny_config, tiny_loader
 # Under accumulation every micro-batch draws rows of every subset here: one that draws none runs a weightless
 # placeholder row (one graph for DDP), which the estimate does not count.
 MIXES = {"ae": ["loss.clip=false", "loss.ssl=false"], "vtp": [],
-         "vtp-accum": ["train.grad_accum=2", "loss.batch_ratio=[8,8,8]"]}
+         "vtp-accum": ["train.grad_accum=2", "loss.batch_ratio=[8,8,8]"],
+         "vtp-drop-path": ["model.drop_path.clip=0.25", "model.drop_path.ssl=0.25", "model.drop_path.rec=0.25"]}
 
 
 @pytest.mark.parametrize("mix", MIXES)
