@@ -1,11 +1,13 @@
 """Training-speed benchmark. Every figure is a ratio against a reference measured in the same run:
 
 (a) our encoder forward+backward vs timm's VisionTransformer of the same width, depth and token count;
-(b) the full VTP step's achieved FLOP/s vs a large fp32 matmul's FLOP/s in this process (MFU on this device);
+(b) the full VTP step's achieved FLOP/s vs a large matmul's FLOP/s in this process, in the step's own dtype
+    (bf16 autocast on CUDA), and on a GPU with a datasheet peak (A100/H100/H200) or train.peak_tflops, its MFU;
 (c) the three-objective step vs the sum of its parts (CLIP-only, SSL-only and reconstruction-only steps on
     the same subset sizes): the overhead of running them together.
 
     python benchmarks/bench_train.py [--config vtp] [--set key=value ...] [--repeats 5]
+    python benchmarks/bench_train.py --set model.size=vtp-b-d64 --set data.resolution=256 ...   # on a GPU: gpu.sh
 """
 from __future__ import annotations
 
@@ -17,17 +19,27 @@ import torch
 
 from vtp import dist as vdist
 from vtp.config import load_config
-from vtp.train.accounting import measure_matmul_flops
+from vtp.train.accounting import device_peak, measure_matmul_flops
 from vtp.train.data import memory_loader, stream
 from vtp.train.pretrain import Pretrainer
+from vtp.train.runtime import autocast, uses_bf16
+
+DEVICE = vdist.init_distributed().device
+
+
+def sync() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
 
 
 def timed(fn, repeats: int) -> float:
     fn()  # warm-up
     best = float("inf")
     for _ in range(repeats):
+        sync()
         t0 = time.perf_counter()
         fn()
+        sync()
         best = min(best, time.perf_counter() - t0)
     return best
 
@@ -48,19 +60,22 @@ def bench_encoder(cfg, repeats: int) -> tuple[float, float]:
     from vtp.models.tokenizer import Tokenizer
 
     spec = cfg.model.spec()
-    tok = Tokenizer.from_spec(spec)
+    tok = Tokenizer.from_spec(spec).to(DEVICE)
     e = spec.encoder
     ref = timm.models.vision_transformer.VisionTransformer(
         img_size=cfg.data.resolution, patch_size=spec.patch, embed_dim=e.width, depth=e.depth, num_heads=e.heads,
-        mlp_ratio=e.mlp_hidden / e.width, num_classes=0, global_pool="token")
-    x = torch.randn(cfg.train.batch_size, 3, cfg.data.resolution, cfg.data.resolution)
+        mlp_ratio=e.mlp_hidden / e.width, num_classes=0, global_pool="token").to(DEVICE)
+    x = torch.randn(cfg.train.batch_size, 3, cfg.data.resolution, cfg.data.resolution, device=DEVICE)
 
     def ours():
-        out = tok.trunk(x)
-        (out["cls"].sum() + out["patches"].sum()).backward()
+        with autocast(DEVICE, cfg.train.precision):
+            out = tok.trunk(x)
+        (out["cls"].float().sum() + out["patches"].float().sum()).backward()
 
     def theirs():
-        ref.forward_features(x).sum().backward()
+        with autocast(DEVICE, cfg.train.precision):
+            y = ref.forward_features(x)
+        y.float().sum().backward()
 
     return timed(ours, repeats), timed(theirs, repeats)
 
@@ -89,10 +104,17 @@ def main() -> None:
           f"{ours / theirs:.2f} (RoPE and the mask-token path cost what timm's learned pos-embed does not)")
 
     full, flops = step_time(cfg, args.repeats, tmp)
-    peak = measure_matmul_flops(device)
+    bf16 = uses_bf16(device, cfg.train.precision)
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    peak = measure_matmul_flops(device, dtype)
     achieved = flops / full
-    print(f"(b) VTP step: {full:.3f} s, {flops / 1e9:.1f} GFLOP -> {achieved / 1e9:.1f} GFLOP/s; fp32 matmul "
-          f"{peak / 1e9:.1f} GFLOP/s -> utilisation vs matmul {achieved / peak:.1%}")
+    print(f"(b) VTP step: {full:.3f} s, {flops / 1e9:.1f} GFLOP -> {achieved / 1e9:.1f} GFLOP/s; "
+          f"{str(dtype).removeprefix('torch.')} matmul {peak / 1e9:.1f} GFLOP/s -> utilisation vs matmul "
+          f"{achieved / peak:.1%}")
+    declared = device_peak(device, bf16, cfg.train.peak_tflops)
+    if declared.metric == "mfu":
+        print(f"    MFU {achieved / declared.flops:.1%} against {declared.flops / 1e12:.0f} TFLOP/s "
+              f"({declared.source})")
 
     parts = {}
     subsets = cfg.batch_subsets()
