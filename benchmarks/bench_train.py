@@ -6,6 +6,11 @@
 (c) the three-objective step vs the sum of its parts (CLIP-only, SSL-only and reconstruction-only steps on
     the same subset sizes): the overhead of running them together.
 
+--profile instead prints where one VTP step's time goes: the step's named ranges (vtp.train.runtime.part: views
+and masks, teacher, SSL targets, CLIP image and text towers and loss, SSL student, reconstruction and its loss,
+backward, optimizer, EMA) as shares of the fastest of a few steps (on CUDA each part synchronises: exact
+attribution, no overlap).
+
     python benchmarks/bench_train.py [--config vtp] [--set key=value ...] [--repeats 5]
     python benchmarks/bench_train.py --set model.size=vtp-b-d64 --set data.resolution=256 ...   # on a GPU: gpu.sh
 """
@@ -22,7 +27,7 @@ from vtp.config import load_config
 from vtp.train.accounting import device_peak, measure_matmul_flops
 from vtp.train.data import memory_loader, stream
 from vtp.train.pretrain import Pretrainer
-from vtp.train.runtime import autocast, uses_bf16
+from vtp.train.runtime import autocast, timing_parts, uses_bf16
 
 DEVICE = vdist.init_distributed().device
 
@@ -86,11 +91,42 @@ def step_time(cfg, repeats: int, tmp: str) -> tuple[float, float]:
     return timed(lambda: trainer._train_step(batches), repeats), trainer.flops_per_step_device
 
 
+def profile(cfg, steps: int, tmp: str) -> None:
+    """The share of each named part of the step, nested parts indented under the part that contains them."""
+    trainer, batches = make_trainer(cfg, tmp)
+    for _ in range(2):  # warm-up (the first step also counts FLOPs)
+        trainer._train_step(batches)
+    best: dict[str, float] | None = None
+    best_step = float("inf")
+    for _ in range(steps):  # the fastest of `steps` steps, timed whole and by part
+        with timing_parts() as times:
+            sync()
+            t0 = time.perf_counter()
+            trainer._train_step(batches)
+            sync()
+            step_s = time.perf_counter() - t0
+        if step_s < best_step:
+            best, best_step = dict(times), step_s
+    print(f"one VTP step: {best_step * 1e3:.1f} ms (best of {steps}); time per part (vtp.train.runtime.part)")
+    print(f"{'part':34s} {'ms':>9s} {'share':>7s}")
+    for path in sorted(best, key=lambda p: [-best[q] for q in _prefixes(p)]):
+        name = "  " * path.count("/") + path.rsplit("/", 1)[-1]
+        print(f"{name:34s} {best[path] * 1e3:9.1f} {best[path] / best_step:7.1%}")
+    named = sum(t for p, t in best.items() if "/" not in p)
+    print(f"{'(outside the named parts)':34s} {(best_step - named) * 1e3:9.1f} {1 - named / best_step:7.1%}")
+
+
+def _prefixes(path: str) -> list[str]:
+    parts = path.split("/")
+    return ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="vtp")
     ap.add_argument("--set", action="append", default=[])
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--profile", action="store_true", help="print the step's time per part instead")
     args = ap.parse_args()
     os.environ.setdefault("VTP_NO_PROGRESS", "1")
     tmp = "/tmp/vtp-bench-runs"
@@ -99,6 +135,8 @@ def main() -> None:
     print(f"device {device}, torch threads {torch.get_num_threads()}, config {cfg.name}: {cfg.model.size} at "
           f"{cfg.data.resolution}px, batch {cfg.train.batch_size}, subsets {cfg.batch_subsets()}")
 
+    if args.profile:
+        return profile(cfg, args.repeats, tmp)
     ours, theirs = bench_encoder(cfg, args.repeats)
     print(f"(a) encoder fwd+bwd: ours {ours * 1e3:.1f} ms, timm ViT {theirs * 1e3:.1f} ms -> ratio "
           f"{ours / theirs:.2f} (RoPE and the mask-token path cost what timm's learned pos-embed does not)")

@@ -31,6 +31,7 @@ from vtp.losses.ibot import IBOTLoss
 from vtp.losses.koleo import KoLeoLoss
 from vtp.losses.reconstruction import ReconstructionLoss
 from vtp.models.tokenizer import Tokenizer
+from vtp.train.runtime import part
 
 
 @dataclass
@@ -119,21 +120,25 @@ class VTPObjective(nn.Module):
                 img, txt = plan.clip_cache.with_own(plan.micro, img, txt)
                 if plan.micro != plan.accum - 1:
                     log_scale = log_scale.detach()
-            parts["clip"] = self.clip_loss(img, txt, log_scale)
+            with part("clip_loss"):
+                parts["clip"] = self.clip_loss(img, txt, log_scale)
             total = total + lc.weight_clip * parts["clip"]
             if plan.clip_cache is not None:  # every micro-batch scores the whole step: undo the engine's 1/accum
                 backward_extra = (plan.accum - 1) * lc.weight_clip * parts["clip"]
         if self.dino_loss is not None:
             ssl = plan.ssl
-            ssl_loss = self._ssl(plan.targets, drop.ssl, parts) * ssl.scale
+            with part("ssl_student"):  # the student's crops, the DINO/iBOT heads and their losses, KoLeo
+                ssl_loss = self._ssl(plan.targets, drop.ssl, parts) * ssl.scale
             for k in ("dino", "ibot", "koleo"):
                 if k in parts:
                     parts[k] = parts[k] * ssl.scale
             total = total + lc.weight_ssl * ssl_loss
         if self.rec_loss is not None:
             rec = plan.rec
-            recon, kl = self.tok.reconstruct(images[rec.index], drop_rate=drop.rec)
-            out = self.rec_loss(recon, images[rec.index])
+            with part("reconstruction"):
+                recon, kl = self.tok.reconstruct(images[rec.index], drop_rate=drop.rec)
+            with part("reconstruction_loss"):  # L1 (+ MSE) + LPIPS
+                out = self.rec_loss(recon, images[rec.index])
             for k in ("l1", "mse", "lpips"):
                 parts[k] = out[k] * rec.scale
             rec_loss = out["loss"]
@@ -145,8 +150,10 @@ class VTPObjective(nn.Module):
         return parts, total + backward_extra
 
     def _clip_embeddings(self, images: Tensor, captions: list[str], rows: int) -> tuple[Tensor, Tensor]:
-        return (self.tok.clip_image(images[:rows], drop_rate=self.cfg.model.drop_path.clip),
-                self.tok.encode_text(captions[:rows]))
+        with part("clip_image"):
+            image = self.tok.clip_image(images[:rows], drop_rate=self.cfg.model.drop_path.clip)
+        with part("clip_text"):
+            return image, self.tok.encode_text(captions[:rows])
 
     def _ssl(self, t: SSLTargets, drop_rate: float, parts: dict[str, Tensor]) -> Tensor:
         dc, head = self.cfg.loss.dino, self.tok.dino_head

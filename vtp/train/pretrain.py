@@ -24,7 +24,7 @@ from vtp.train.data import Loader, webdataset_loader
 from vtp.train.engine import Trainer, run_trainer
 from vtp.train.objectives import ClipCache, MicroPlan, SSLTargets, Subset, VTPObjective
 from vtp.train.optim import build_optimizer, ema_momentum_at, lr_at, set_lr, teacher_temp_at
-from vtp.train.runtime import autocast, generator, step_seed
+from vtp.train.runtime import autocast, generator, part, step_seed
 from vtp.train.samples import save_reconstruction_grid, validation_images
 from vtp.train.setup import apply_fsdp, export_tokenizer, freeze_unused, wrap_model
 
@@ -108,8 +108,9 @@ class Pretrainer(Trainer):
         views, cls, patch = [], [], []
         for batch, sub in zip(micro_batches, subsets):
             images = batch["image"].to(self.info.device, non_blocking=True)
-            v = self.views(images[sub.index], generator(self.cfg.seed, self.step, 1), sub.position, sub.size)
-            with torch.no_grad(), autocast(self.info.device, self.cfg.train.precision):
+            with part("views_masks"):
+                v = self.views(images[sub.index], generator(self.cfg.seed, self.step, 1), sub.position, sub.size)
+            with part("teacher"), torch.no_grad(), autocast(self.info.device, self.cfg.train.precision):
                 out = self.teacher(v["global_crops"], patch_mask=v["masks"])
             c, p = out["cls_logits"].float(), out["patch_logits"].float()
             if sub.scale == 0:  # a placeholder row (weight 0): it joins no statistic
@@ -118,7 +119,7 @@ class Pretrainer(Trainer):
             cls.append(c)
             patch.append(p)
         dino_loss, ibot_loss = self.objective.dino_loss, self.objective.ibot_loss
-        with torch.no_grad():
+        with part("ssl_targets"), torch.no_grad():  # Sinkhorn-Knopp or centering, over the whole step
             all_cls, all_patch = torch.cat(cls), torch.cat(patch)
             dino = dino_loss.teacher_probs(all_cls, temp).split([len(c) for c in cls])
             ibot = ibot_loss.teacher_probs(all_patch, temp).split([len(p) for p in patch])
@@ -163,7 +164,8 @@ class Pretrainer(Trainer):
             targets = self._ssl_targets(micro_batches, ssl, temp)
         self.plan = [MicroPlan(m, accum, self.clip_rows, rec[m], ssl[m], targets[m], None) for m in range(accum)]
         if cfg.loss.clip and accum > 1:
-            cache = self._clip_cache(micro_batches)
+            with part("clip_cache"):
+                cache = self._clip_cache(micro_batches)
             for p in self.plan:
                 p.clip_cache = cache
 
@@ -174,9 +176,10 @@ class Pretrainer(Trainer):
         captions = list(batch["caption"]) if cfg.loss.clip else None
         ctx = self.model.no_sync() if (not sync and isinstance(self.model, DDP)) else contextlib.nullcontext()
         with ctx:
-            with autocast(dev, cfg.train.precision):
+            with part("forward"), autocast(dev, cfg.train.precision):
                 parts, loss = self.model(images, captions, self.plan[micro])
-            (loss / self.grad_accum).backward()
+            with part("backward"):
+                (loss / self.grad_accum).backward()
         return {k: v.detach().float() for k, v in parts.items()}
 
     def update(self) -> dict[str, float]:
@@ -185,12 +188,14 @@ class Pretrainer(Trainer):
         if head is not None and self.step < self.freeze_prototypes_until:  # DINOv2's freeze_last_layer
             head.prototypes.grad = None
         params = [p for p in self.objective.parameters() if p.grad is not None]
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, tc.grad_clip if tc.grad_clip > 0 else float("inf"))
-        self.optimizer.step()
+        with part("optimizer"):
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, tc.grad_clip if tc.grad_clip > 0 else float("inf"))
+            self.optimizer.step()
         if self.tok.logit_scale is not None and self.cfg.loss.clip:
             clamp_logit_scale_(self.tok.logit_scale)
         if self.teacher is not None:
-            self.teacher.update(self.tok, ema_momentum_at(self.step, tc.steps, *tc.ema_momentum))
+            with part("ema"):
+                self.teacher.update(self.tok, ema_momentum_at(self.step, tc.steps, *tc.ema_momentum))
         out = {"grad_norm": float(grad_norm), "lr": self.optimizer.param_groups[0]["lr"]}
         if self.tok.logit_scale is not None and self.cfg.loss.clip:
             log_scale = self.tok.logit_scale.detach()

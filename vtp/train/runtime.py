@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import os
 import signal
+import time
 from typing import Any
 
 import torch
@@ -13,6 +14,46 @@ from torch import Tensor
 
 from vtp import dist as vdist
 from vtp.log import log
+
+_part_times: dict[str, float] | None = None  # "outer/inner" -> seconds, while `timing_parts` is active
+_part_stack: list[str] = []
+
+
+@contextlib.contextmanager
+def part(name: str):
+    """A named range of the training step: a torch.profiler range, and timed inside `timing_parts()`
+    (`benchmarks/bench_train.py --profile`). Otherwise it costs a few microseconds."""
+    with torch.profiler.record_function(f"vtp/{name}"):
+        if _part_times is None:
+            yield
+            return
+        _part_stack.append(name)
+        _sync()
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            _sync()
+            path = "/".join(_part_stack)
+            _part_times[path] = _part_times.get(path, 0.0) + time.perf_counter() - t0
+            _part_stack.pop()
+
+
+def _sync() -> None:
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
+@contextlib.contextmanager
+def timing_parts():
+    """Collect the seconds spent in each `part` (nested ones as "outer/inner"). On CUDA each part synchronises
+    on entry and exit, so the parts are attributed exactly but no longer overlap."""
+    global _part_times
+    _part_times = times = {}
+    try:
+        yield times
+    finally:
+        _part_times = None
 
 
 class NonFiniteLoss(RuntimeError):
