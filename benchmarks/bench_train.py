@@ -131,7 +131,7 @@ def main() -> None:
     os.environ.setdefault("VTP_NO_PROGRESS", "1")
     tmp = "/tmp/vtp-bench-runs"
     cfg = load_config(args.config, [*args.set, f"runs_root={tmp}"])
-    device = vdist.init_distributed().device
+    device = DEVICE
     print(f"device {device}, torch threads {torch.get_num_threads()}, config {cfg.name}: {cfg.model.size} at "
           f"{cfg.data.resolution}px, batch {cfg.train.batch_size}, subsets {cfg.batch_subsets()}")
 
