@@ -27,11 +27,11 @@ def _json(path: Path, data) -> None:
 
 
 def write_run(runs: Path, name: str, objectives, flops: float | None, dim: int = 32, ev: dict | None = None,
-              gen: dict | None = None, convergence=None, equal_with: str | None = None) -> Path:
+              gen: dict | None = None, convergence=None, equal_with: str | None = None, steps: int = 300) -> Path:
     d = runs / name
     config = {"name": name, "data": {"resolution": 32}, "model": {"size": "vtp-cpu-s", "bottleneck_dim": dim},
               "loss": {k: k in objectives for k in ("clip", "ssl", "rec")},
-              "train": {"steps": 300, "equal_compute_with": equal_with}}
+              "train": {"steps": steps, "equal_compute_with": equal_with}}
     _json(d / "tokenizer" / "run.json", {"stage": "pretrain", "status": "ok", "config": config})
     _json(d / "tokenizer" / "config.json", {"format": "vtp-tokenizer", "spec": {
         "name": "vtp-cpu-s", "encoder": {"width": 192, "depth": 4}, "patch": 8, "bottleneck_dim": dim,
@@ -46,22 +46,31 @@ def write_run(runs: Path, name: str, objectives, flops: float | None, dim: int =
     return d
 
 
+def _rec(dim: int, w: float) -> dict:
+    lnE = math.log(16 * dim)
+    return {"psnr": (15 + 2 * lnE) * w ** 0.1, "lpips_vgg": (0.9 - 0.1 * lnE) * w,
+            "fd_effnetlite0": math.exp(8 - 0.5 * lnE) * w, "ssim": 0.05 * lnE * w ** 0.1}
+
+
 def study(runs: Path, vtp_gen_exponent: float = -0.3) -> list[str]:
-    """4 VTP and 4 AE configurations: VTP's gFD falls as a power law in FLOPs, AE's stays flat; every AE run is
-    tied to a VTP run at equal compute; E sweeps 128..1024 with PSNR / LPIPS / rFD following ln E."""
+    """4 VTP and 4 AE budgets at E = 512: VTP's gFD falls as a power law in FLOPs, AE's stays flat; every AE run is
+    tied to a VTP run at equal compute. Beside them, ViTok's sweep of the AE at vtp1's compute over E = 128..1024,
+    with PSNR / LPIPS / rFD following ln E."""
     names = []
-    for i, (f, dim, w) in enumerate(zip(FLOPS, DIMS, WOBBLE)):
-        lnE = math.log(16 * dim)
-        rec = {"psnr": (15 + 2 * lnE) * w ** 0.1, "lpips_vgg": (0.9 - 0.1 * lnE) * w,
-               "fd_effnetlite0": math.exp(8 - 0.5 * lnE) * w, "ssim": 0.05 * lnE * w ** 0.1}
+    for i, (f, w) in enumerate(zip(FLOPS, WOBBLE)):
         r = f / 1e12
-        write_run(runs, f"vtp{i}", ("clip", "ssl", "rec"), f, dim,
-                  {**rec, "zeroshot_top1": 0.1 * r ** 0.2 * w, "probe_bottleneck_top1": 0.12 * r ** 0.15 * w},
+        write_run(runs, f"vtp{i}", ("clip", "ssl", "rec"), f, 32,
+                  {**_rec(32, w), "zeroshot_top1": 0.1 * r ** 0.2 * w, "probe_bottleneck_top1": 0.12 * r ** 0.15 * w},
                   {"fd_effnetlite0": 200 * r ** vtp_gen_exponent * w, "judge_accuracy": 0.5},
-                  [{"step": 100, "fd_effnetlite0": 300.0}, {"step": 400, "fd_effnetlite0": 250.0}])
-        write_run(runs, f"ae{i}", ("rec",), f * 1.005, dim, {**rec, "probe_bottleneck_top1": 0.1},
+                  [{"step": 100, "fd_effnetlite0": 300.0}, {"step": 400, "fd_effnetlite0": 250.0}], steps=300 * 2 ** i)
+        write_run(runs, f"ae{i}", ("rec",), f * 1.005, 32, {**_rec(32, w), "probe_bottleneck_top1": 0.1},
                   {"fd_effnetlite0": 300 * WOBBLE[(i + 1) % 4] ** 3}, equal_with=f"vtp{i}")
         names += [f"vtp{i}", f"ae{i}"]
+    for dim, w in zip(DIMS, WOBBLE):
+        if dim != 32:  # ae1 is the sweep's E = 512 point
+            write_run(runs, f"ae1-d{dim}", ("rec",), FLOPS[1] * 1.004, dim, _rec(dim, w), {"fd_effnetlite0": 320.0},
+                      equal_with="vtp1")
+            names.append(f"ae1-d{dim}")
     return names
 
 
@@ -173,11 +182,15 @@ def test_report_on_a_study_where_every_claim_holds(tmp_path, monkeypatch):
     gen = C.find(doc["fits"], "generation.fd_effnetlite0", "clip+ssl+rec", "model_total_flops")
     assert gen["exponent"] == pytest.approx(-0.3, abs=0.02) and gen["exponent_ci"][1] < 0
     assert gen["configs"] == ["vtp0", "vtp1", "vtp2", "vtp3"] and gen["bootstrap"]["resamples"] == 500
+    ae = C.find(doc["fits"], "generation.fd_effnetlite0", "rec, E=512", "model_total_flops")
+    assert ae["configs"] == ["ae0", "ae1", "ae2", "ae3"]  # the budget line, not the E sweep's points
+    e_fit = C.find(doc["fits"], "eval.psnr", "rec @ ae1", "E")
+    assert e_fit["configs"] == ["ae1", "ae1-d8", "ae1-d16", "ae1-d64"] and e_fit["slope"] == pytest.approx(2, abs=.1)
     rep = tmp_path / "reports"
     for name in ("table.csv", "table.md", "fits.json", "summary.md"):
         assert (rep / name).exists()
     on_disk = json.loads((rep / "fits.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
-    assert on_disk["schema"] == "vtp.report/1" and len(on_disk["points"]) == 8
+    assert on_disk["schema"] == "vtp.report/1" and len(on_disk["points"]) == 11
     assert on_disk["skipped"]["plots"].startswith("matplotlib is not installed") and not list(rep.glob("*.png"))
     summary = (rep / "summary.md").read_text()
     assert summary == doc["summary_md"] and "HOLDS AT THIS SCALE" in summary and "95% CI [" in summary
@@ -203,6 +216,33 @@ def test_claims_that_fail_or_cannot_be_tested(tmp_path):
     why = {c["id"]: c["reason"] for c in claims}
     assert "no generation metrics" in why["vtp.generation_scales"] and "no E sweep" in why[
         "vitok.e_predicts_reconstruction"] and "1 point" in why["vtp.understanding_scales"]
+
+
+def test_e_fit_pools_only_configurations_that_differ_in_e(tmp_path):
+    """The laptop study's shape: an AE E sweep at one budget (steps derived from equal compute, so they differ
+    along the sweep) beside AE and VTP runs at other budgets. PSNR follows ln E within the sweep; the other
+    budgets' PSNRs differ for other reasons, and pooling them (as the report once did) hides the law."""
+    runs, names = tmp_path / "runs", []
+    for i, dim in enumerate(DIMS):  # the sweep: PSNR = 12 + 2 ln E, steps 380..395 from equal compute
+        lnE = math.log(16 * dim)
+        write_run(runs, f"ae-s300-d{dim}", ("rec",), 1e12, dim, {"psnr": (12 + 2 * lnE) * WOBBLE[i] ** 0.1},
+                  equal_with="vtp-s300", steps=380 + 5 * i)
+        names.append(f"ae-s300-d{dim}")
+    for steps, psnr in ((150, 30.0), (600, 14.0)):
+        write_run(runs, f"ae-s{steps}", ("rec",), 1e12, 32, {"psnr": psnr}, equal_with=f"vtp-s{steps}")
+        names.append(f"ae-s{steps}")
+    for steps, psnr in ((150, 9.0), (300, 31.0), (600, 11.0)):
+        write_run(runs, f"vtp-s{steps}", ("clip", "ssl", "rec"), 1e12, 8 if steps == 300 else 64, {"psnr": psnr},
+                  steps=steps)
+        names.append(f"vtp-s{steps}")
+    rows = collect(names, runs, tmp_path / "none.yaml")
+    fits = [f for f in fit_all(rows, resamples=200) if f["x"] == "E"]
+    assert [(f["group"], f["configs"]) for f in fits] == [("rec @ ae-s300-d8", names[:4])]
+    assert fits[0]["slope"] == pytest.approx(2.0, abs=0.1) and fits[0]["r2"] > 0.95
+    pooled = log_linear([r["E"] for r in rows], [r["eval.psnr"] for r in rows])
+    assert pooled["r2"] < 0.3  # what the pooled fit said of the same runs
+    claim = C.e_predicts_reconstruction(rows, fit_all(rows, resamples=200))
+    assert claim["verdict"] == C.HOLDS and "rec @ ae-s300-d8" in claim["evidence"][0]
 
 
 def test_png_plots_when_matplotlib_is_installed(tmp_path):

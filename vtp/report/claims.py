@@ -7,6 +7,7 @@ interval that includes 0 means no trend was detected, which is what "stalls" cla
 from __future__ import annotations
 
 from vtp.report.collect import number
+from vtp.report.fits import groups, objectives_of
 
 HOLDS, FAILS, UNTESTABLE = "holds at this scale", "does not hold at this scale", "cannot be tested by this study"
 EQUAL_FLOPS = 0.02  # configurations within 2% of each other's pretraining FLOPs count as equal compute
@@ -63,7 +64,11 @@ def _verdict(cid, src, text, evidence, results, why, nothing: str) -> dict:
 
 
 def _groups(rows, pred) -> list[str]:
-    return sorted({r["objectives"] for r in rows if r.get("objectives") and pred(r["objectives"].split("+"))})
+    """The FLOPs-fit groups (objectives, E) whose objectives satisfy `pred`; a lone configuration (an E sweep's
+    point off the budget line) only when no group has two."""
+    want = {g: m for g, m in groups(rows).items() if pred(objectives_of(g).split("+"))}
+    lines = [g for g, m in want.items() if len(m) > 1]
+    return lines or list(want)
 
 
 def generation_scales(rows, fits) -> dict:
@@ -83,10 +88,11 @@ def ae_stalls(rows, fits) -> dict:
     text = "A reconstruction-only auto-encoder's generation FD stops improving (even worsens) with more FLOPs."
     src = "VTP, METHOD.md §2.5 (AE 'stagnates very early') and §3 (Fig. 4: gFID 55.04 -> 58.56)"
     metric = fd_key(rows, "generation")
-    if metric is None or "rec" not in _groups(rows, lambda o: o == ["rec"]):
+    want = _groups(rows, lambda o: o == ["rec"])
+    if metric is None or not want:
         why = "no generation metrics" if metric is None else "no reconstruction-only (AE) configuration"
         return _claim("vtp.ae_stalls", src, text, UNTESTABLE, [], why)
-    ev, res, why = _trend(fits, rows, metric, ["rec"], lambda ci: ci[1] >= 0)
+    ev, res, why = _trend(fits, rows, metric, want, lambda ci: ci[1] >= 0)
     c = _verdict("vtp.ae_stalls", src, text, ev, res, why, "")
     if c["verdict"] == HOLDS:
         c["evidence"].append("an interval reaching 0 means no improvement was detected at this n, not proof of none")
@@ -161,18 +167,18 @@ EXPECTED_SIGN = {"eval.psnr": 1, "eval.ssim": 1}  # larger E -> higher PSNR/SSIM
 def e_predicts_reconstruction(rows, fits) -> dict:
     text = f"Reconstruction follows log E (E = tokens x channels), R^2 >= {R2_MIN} (ViTok: 0.92-0.98)."
     ev, res, why = [], [], []
-    for f in (f for f in fits if f["x"] == "E" and f["group"] == "all"):
+    for f in (f for f in fits if f["x"] == "E"):
         if f["distinct_E"] < 3 or f["r2"] is None:
-            why.append(f"{f['metric']}: {f['distinct_E']} distinct E value(s) (needs >= 3: no E sweep)")
+            why.append(f"{f['metric']} ({f['group']}): {f['distinct_E']} distinct E value(s) (needs >= 3)")
             continue
         sign = EXPECTED_SIGN.get(f["metric"], -1)
         ok = f["r2"] >= R2_MIN and f["slope"] * sign > 0
         res.append(ok)
         y = f"ln {f['metric']}" if f["y_scale"] == "log" else f["metric"]
-        ev.append(f"{y} = m ln E + c: m = {fmt(f['slope'])} ({fmt_ci(f['slope_ci'])}), R^2 = {fmt(f['r2'])}, "
-                  f"n = {f['n']}" + ("" if f["slope"] * sign > 0 else "; slope has the wrong sign"))
+        ev.append(f"{f['group']}: {y} = m ln E + c: m = {fmt(f['slope'])} ({fmt_ci(f['slope_ci'])}), "
+                  f"R^2 = {fmt(f['r2'])}, n = {f['n']}" + ("" if f["slope"] * sign > 0 else "; wrong sign"))
     return _verdict("vitok.e_predicts_reconstruction", VITOK_SRC, text, ev, res, why,
-                    "no reconstruction metrics with E")
+                    "no E sweep: no configurations that differ only in E have reconstruction metrics")
 
 
 CHECKS = (generation_scales, ae_stalls, equal_compute, understanding_scales, e_predicts_reconstruction)

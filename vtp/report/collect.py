@@ -9,9 +9,11 @@ Read per configuration (runs/<cfg>/...), each a *part* of the row with a status 
     generation generation/summary.json   metrics of the DiT's samples -> generation.<key>
 plus generation/metrics.json (or convergence.json) for the FD convergence curve. E = tokens x bottleneck_dim
 with tokens = (resolution // patch)^2 (ViTok). A configuration without run.json falls back to params.yaml's.
+`e_sweep` keys the configurations that differ only in what sets E, the sets ViTok's ln E fit may pool.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -74,6 +76,23 @@ def planned(params_path: Path) -> dict[str, dict]:
         return {}
     base = {k: v for k, v in raw.items() if k != "configs"}
     return {str(name): _merge(base, o or {}) for name, o in configs.items()}
+
+
+E_FIELDS = (("model", "patch"), ("model", "bottleneck_dim"))  # what E sweeps change
+
+
+def e_sweep(config: dict) -> str:
+    """A key shared by the configurations that differ only in E: the configuration less its name, patch and
+    bottleneck_dim, and less train.steps when they are derived from equal compute with a reference (E changes the
+    step's FLOPs, so the derived steps differ along a sweep that holds the compute fixed)."""
+    rest = json.loads(json.dumps(config, default=str))  # a deep copy that any value survives
+    rest.pop("name", None)
+    for section, field in E_FIELDS:
+        (rest.get(section) or {}).pop(field, None)
+    train = rest.get("train") or {}
+    if train.get("equal_compute_with"):
+        train.pop("steps", None)
+    return hashlib.sha1(json.dumps(rest, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def bottleneck(config: dict, spec: dict | None) -> dict[str, Any]:
@@ -141,6 +160,7 @@ def collect_row(runs_root: Path, name: str, fallback: dict | None = None) -> dic
         **bottleneck(config, data["tokenizer"].get("spec")),
         "model_total_flops": flops, "steps": number(pre.get("step")), "wall_s": number(pre.get("wall_s")),
         "equal_compute_with": (config.get("train") or {}).get("equal_compute_with"),
+        "e_sweep": e_sweep(config) if config else None,
         "state": "complete" if all(s == "ok" for s in status.values()) else "partial",
         "status": status, "notes": notes,
     }

@@ -1,6 +1,6 @@
 """Scaling fits with bootstrap intervals (numpy only).
 
-power_law:  y = a * x^b, least squares of log y on log x (VTP: metric vs pretraining FLOPs, per objectives group).
+power_law:  y = a * x^b, least squares of log y on log x (VTP: metric vs pretraining FLOPs, per objectives and E).
 log_linear: y = m * ln(E) + c (ViTok: reconstruction vs the bottleneck size E; FD-like metrics on log y, as ViTok
             plots log rFID). Both report R^2 of the fitted line in the space it was fitted in.
 Intervals: nonparametric bootstrap over points (resampled with replacement, seeded), percentile interval; a
@@ -9,6 +9,8 @@ few points the percentile bootstrap is optimistic: the note says so. A fit needs
 through them is reported without an interval; with fewer, only why not.
 """
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
@@ -118,17 +120,38 @@ def _points(rows: list[dict], x: str, metric: str) -> tuple[list[str], list[floa
 
 
 def groups(rows: list[dict]) -> dict[str, list[dict]]:
-    """Rows by objectives label ("clip+ssl+rec", "rec", ...); rows with no known objectives form no group."""
-    out: dict[str, list[dict]] = {}
+    """Rows by objectives and E, the sets a FLOPs fit may pool: "clip+ssl+rec", "rec", ... , or "rec, E=128" where
+    that objectives label has more than one E (an E sweep's other points are not budget points). Rows with no
+    known objectives form no group."""
+    by: dict[tuple[str, Any], list[dict]] = {}
     for r in rows:
         if r.get("objectives"):
-            out.setdefault(r["objectives"], []).append(r)
-    return dict(sorted(out.items()))
+            by.setdefault((r["objectives"], r.get("E")), []).append(r)
+    many_e = {o for o, _ in by if sum(o == p for p, _ in by) > 1}
+    named = {(o if o not in many_e else f"{o}, E={E}"): members for (o, E), members in by.items()}
+    return dict(sorted(named.items()))
+
+
+def objectives_of(group: str) -> str:
+    """The objectives label a group name starts with."""
+    return group.split(",")[0]
+
+
+def e_sweeps(rows: list[dict]) -> dict[str, list[dict]]:
+    """Rows by `e_sweep` (configurations that differ only in E), keeping the sets with >= 2 distinct E values; each
+    is named "<objectives> @ <its first configuration>"."""
+    by_key: dict[str, list[dict]] = {}
+    for r in rows:
+        if r.get("e_sweep") and r.get("E") is not None:
+            by_key.setdefault(r["e_sweep"], []).append(r)
+    return {f"{m[0]['objectives'] or 'no objectives'} @ {m[0]['config']}": m for m in by_key.values()
+            if len({r["E"] for r in m}) >= 2}
 
 
 def fit_all(rows: list[dict], *, resamples: int = 1000, seed: int = 0, level: float = 0.95) -> list[dict]:
     """Every eval./generation. metric vs model_total_flops per objectives group (where the group has the metric
-    at all), and every reconstruction metric vs E over all configurations."""
+    at all), and every reconstruction metric vs E within each E sweep (pooling configurations that differ in
+    budget or objectives as well would fit those differences, not E's)."""
     boot = dict(resamples=resamples, seed=seed, level=level)
     fits = []
     for metric in metric_names(rows):
@@ -142,8 +165,9 @@ def fit_all(rows: list[dict], *, resamples: int = 1000, seed: int = 0, level: fl
                 fit["note"] = "; ".join(filter(None, [f"{len(have) - len(names)} config(s) without "
                                                       "model_total_flops", fit["note"]]))
             fits.append({"metric": metric, "group": group, "x": "model_total_flops", "configs": names, **fit})
-    for metric in metric_names(rows, REC_PREFIXES):
-        names, xs, ys = _points(rows, "E", metric)
-        fit = log_linear(xs, ys, log_y=any(m in metric for m in LOG_Y_MARKERS), **boot)
-        fits.append({"metric": metric, "group": "all", "x": "E", "configs": names, **fit})
+    for group, members in e_sweeps(rows).items():
+        for metric in metric_names(members, REC_PREFIXES):
+            names, xs, ys = _points(members, "E", metric)
+            fit = log_linear(xs, ys, log_y=any(m in metric for m in LOG_Y_MARKERS), **boot)
+            fits.append({"metric": metric, "group": group, "x": "E", "configs": names, **fit})
     return fits
