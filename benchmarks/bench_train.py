@@ -1,10 +1,12 @@
 """Training-speed benchmark. Every figure is a ratio against a reference measured in the same run:
 
-(a) our encoder forward+backward vs timm's VisionTransformer of the same width, depth and token count;
+(a) our encoder forward+backward vs timm's VisionTransformer of the same width, depth, tokens and MLP FLOPs
+    (bench_encoder.reference_vit; bench_encoder.py runs the issue's shapes, eager and compiled);
 (b) the full VTP step's achieved FLOP/s vs a large matmul's FLOP/s in this process, in the step's own dtype
     (bf16 autocast on CUDA), and on a GPU with a datasheet peak (A100/H100/H200) or train.peak_tflops, its MFU;
 (c) the three-objective step vs the sum of its parts (CLIP-only, SSL-only and reconstruction-only steps on
-    the same subset sizes): the overhead of running them together.
+    the same subset sizes): the overhead of running them together;
+(d) the step with `train.compile: true` (the blocks compiled in place) vs the eager step (--no-compile skips it).
 
 --profile instead prints where one VTP step's time goes: the step's named ranges (vtp.train.runtime.part: views
 and masks, teacher, SSL targets, CLIP image and text towers and loss, SSL student, reconstruction and its loss,
@@ -28,6 +30,8 @@ from vtp.train.accounting import device_peak, measure_matmul_flops
 from vtp.train.data import memory_loader, stream
 from vtp.train.pretrain import Pretrainer
 from vtp.train.runtime import autocast, timing_parts, uses_bf16
+
+from bench_encoder import reference_vit
 
 DEVICE = vdist.init_distributed().device
 
@@ -60,16 +64,11 @@ def make_trainer(cfg, tmp: str) -> tuple[Pretrainer, object]:
 
 
 def bench_encoder(cfg, repeats: int) -> tuple[float, float]:
-    import timm
-
     from vtp.models.tokenizer import Tokenizer
 
     spec = cfg.model.spec()
     tok = Tokenizer.from_spec(spec).to(DEVICE)
-    e = spec.encoder
-    ref = timm.models.vision_transformer.VisionTransformer(
-        img_size=cfg.data.resolution, patch_size=spec.patch, embed_dim=e.width, depth=e.depth, num_heads=e.heads,
-        mlp_ratio=e.mlp_hidden / e.width, num_classes=0, global_pool="token").to(DEVICE)
+    ref = reference_vit(spec.encoder, spec.patch, cfg.data.resolution).to(DEVICE)
     x = torch.randn(cfg.train.batch_size, 3, cfg.data.resolution, cfg.data.resolution, device=DEVICE)
 
     def ours():
@@ -127,6 +126,7 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--profile", action="store_true", help="print the step's time per part instead")
+    ap.add_argument("--no-compile", action="store_true", help="skip (d), the compiled step")
     args = ap.parse_args()
     os.environ.setdefault("VTP_NO_PROGRESS", "1")
     tmp = "/tmp/vtp-bench-runs"
@@ -139,7 +139,8 @@ def main() -> None:
         return profile(cfg, args.repeats, tmp)
     ours, theirs = bench_encoder(cfg, args.repeats)
     print(f"(a) encoder fwd+bwd: ours {ours * 1e3:.1f} ms, timm ViT {theirs * 1e3:.1f} ms -> ratio "
-          f"{ours / theirs:.2f} (RoPE and the mask-token path cost what timm's learned pos-embed does not)")
+          f"{ours / theirs:.2f} (our time / timm's; SwiGLU, RMSNorm and RoPE cost elementwise work that timm's GELU, "
+          f"LayerNorm and learned pos-embed do not)")
 
     full, flops = step_time(cfg, args.repeats, tmp)
     bf16 = uses_bf16(device, cfg.train.precision)
@@ -165,6 +166,13 @@ def main() -> None:
     listing = ", ".join(f"{k} {v:.3f} s" for k, v in parts.items())
     print(f"(c) three-objective step {full:.3f} s vs sum of parts {total:.3f} s ({listing}) -> ratio "
           f"{full / total:.2f}")
+    if not args.no_compile:
+        compiled_cfg = load_config(args.config, [*args.set, f"runs_root={tmp}", "train.compile=true"])
+        t0 = time.perf_counter()
+        compiled = step_time(compiled_cfg, args.repeats, tmp)[0]
+        print(f"(d) compiled step (train.compile: true) {compiled:.3f} s vs eager {full:.3f} s -> speed-up "
+              f"{full / compiled:.2f}x, utilisation vs matmul {flops / compiled / peak:.1%} (the eager step's FLOPs; "
+              f"compilation and timing took {time.perf_counter() - t0:.0f} s)")
 
 
 if __name__ == "__main__":

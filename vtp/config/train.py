@@ -23,7 +23,7 @@ class TrainConfig(Section):
     grad_clip: float = Field(1.0, ge=0)  # 0 disables
     ema_momentum: tuple[float, float] = (0.992, 1.0)  # cosine ramp of the EMA teacher's momentum
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
-    compile: bool = False
+    compile: bool = False  # torch.compile each transformer block in place (student and EMA teacher)
     fsdp: bool = False
     checkpoint_every: int = Field(100, ge=1)
     keep_checkpoints: int = Field(2, ge=1)

@@ -26,7 +26,7 @@ from vtp.train.objectives import ClipCache, MicroPlan, SSLTargets, Subset, VTPOb
 from vtp.train.optim import build_optimizer, ema_momentum_at, lr_at, set_lr, teacher_temp_at
 from vtp.train.runtime import autocast, generator, part, step_seed
 from vtp.train.samples import save_reconstruction_grid, validation_images
-from vtp.train.setup import apply_fsdp, export_tokenizer, freeze_unused, wrap_model
+from vtp.train.setup import apply_fsdp, compile_blocks, export_tokenizer, freeze_unused, wrap_model
 
 
 def run_pretrain(cfg: Config, resume: bool = True, loader: Loader | None = None) -> dict:
@@ -52,6 +52,8 @@ class Pretrainer(Trainer):
         self.teacher = EMATeacher(self.tok).to(info.device) if cfg.loss.ssl else None
         self.views = MultiCropViews(cfg.aug, spec.patch) if cfg.loss.ssl else None
         self.model = wrap_model(self.objective, cfg, info)
+        if tc.compile and self.teacher is not None:
+            compile_blocks(self.teacher)
         self.fsdp = cfg.train.fsdp and info.distributed
         if self.fsdp:
             self.sharded_root = self.objective  # fully_shard works in place (and under compile)

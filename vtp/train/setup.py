@@ -1,10 +1,9 @@
 """Turning a model into a trainable one for the run at hand: freezing what no objective uses, activation
-checkpointing, DDP or FSDP2, torch.compile. Shared by every training stage."""
+checkpointing, torch.compile of the blocks, DDP or FSDP2. Shared by every training stage."""
 from __future__ import annotations
 
 import re
 
-import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -50,22 +49,34 @@ def apply_fsdp(model: nn.Module, forward_only: bool = False) -> nn.Module:
     return model
 
 
+def compile_blocks(model: nn.Module) -> int:
+    """torch.compile each transformer block in place (`nn.Module.compile`): parameter names, checkpoints, the EMA
+    pairing and FSDP units stay as they are, and the step's data-dependent Python (views, masks, subsets) stays
+    eager instead of breaking one whole-model graph. Blocks of one shape share a compiled graph (dynamo inlines
+    modules and treats their parameters as inputs). Returns how many blocks were compiled."""
+    blocks = transformer_blocks(model)
+    for block in blocks:
+        block.compile()
+    return len(blocks)
+
+
 def wrap_model(model: nn.Module, cfg: Config, info: vdist.DistInfo, grad_checkpointing: bool | None = None
                ) -> nn.Module:
-    """Activation checkpointing (default: `model.grad_checkpointing`), then FSDP2 or DDP, then torch.compile."""
+    """Activation checkpointing (default: `model.grad_checkpointing`), then the blocks compiled
+    (`train.compile`), then FSDP2 or DDP (torchtitan's order: compile per block, then shard)."""
     if cfg.model.grad_checkpointing if grad_checkpointing is None else grad_checkpointing:
         # timm's convention: a model recomputes its own blocks (parameter names unchanged)
         owner = next((m for m in model.modules() if hasattr(m, "set_grad_checkpointing")), None)
         if owner is None:
             raise ValueError(f"grad_checkpointing: {type(model).__name__} has no set_grad_checkpointing()")
         owner.set_grad_checkpointing(True)
+    if cfg.train.compile and not compile_blocks(model):
+        raise ValueError(f"train.compile: {type(model).__name__} has no transformer blocks (blocks.N) to compile")
     if cfg.train.fsdp and info.distributed:
         model = apply_fsdp(model)
     elif info.distributed:
         ids = [info.device.index] if info.device.type == "cuda" else None
         model = DDP(model, device_ids=ids, broadcast_buffers=False)
-    if cfg.train.compile:
-        model = torch.compile(model)
     return model
 
 
