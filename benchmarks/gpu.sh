@@ -19,7 +19,7 @@ timeout 180 "$PY" -m pytest -m cuda -q -p no:cacheprovider tests
 echo "== tokenizer step: VTP-B (vtp-b-d64) at 256 px, bf16 autocast, batch 128 (CLIP:SSL:rec 8:2:1)"
 timeout 240 "$PY" benchmarks/bench_train.py --repeats 3 --set model.size=vtp-b-d64 --set data.resolution=256 \
   --set aug.global_crop_size=224 --set aug.local_crop_size=96 --set aug.local_crops=8 \
-  --set train.batch_size=128 --set train.precision=bf16 --set loss.lpips_net=alex
+  --set train.batch_size=128 --set train.precision=bf16 --set loss.lpips_net=alex --no-compile
 
 echo "== DiT-B/1 step and sampling, bf16"
 timeout 120 "$PY" benchmarks/bench_dit.py --device cuda --dtype bf16 --repeats 3
