@@ -19,6 +19,7 @@ import torch
 
 from vtp.models.encoder import VisionEncoder
 from vtp.models.registry import ViTSpec, vtp_vit
+from vtp.train.runtime import autocast
 
 # name -> (spec, patch, resolution, batch): the shapes the issue tracks (issue 15), demo's first.
 SHAPES = {
@@ -38,41 +39,55 @@ def reference_vit(spec: ViTSpec, patch: int, resolution: int) -> torch.nn.Module
         global_pool="token")
 
 
-def train_step(model: torch.nn.Module, forward, x: torch.Tensor):
+def train_step(model: torch.nn.Module, forward, x: torch.Tensor, precision: str):
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=True)
 
     def step():
-        forward(x).float().sum().backward()
+        with autocast(x.device, precision):
+            out = forward(x)
+        out.float().sum().backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
     return step
 
 
-def compare(spec: ViTSpec, patch: int, resolution: int, batch: int, repeats: int, compiled: bool) -> dict:
-    """Best seconds per training step of each variant, timed interleaved."""
+def compare(spec: ViTSpec, patch: int, resolution: int, batch: int, repeats: int, compiled: bool,
+            device: torch.device | str = "cpu", precision: str = "auto") -> dict:
+    """Best seconds per training step of each variant, timed interleaved (synchronised on CUDA); `precision` as
+    train.precision (auto: bf16 autocast on CUDA)."""
     from vtp.train.setup import compile_blocks
 
+    device = torch.device(device)
     torch.manual_seed(0)
-    x = torch.randn(batch, 3, resolution, resolution)
-    ours, theirs = VisionEncoder(spec, patch), reference_vit(spec, patch, resolution)
-    steps = {"ours": train_step(ours, lambda t: _ours_out(ours, t), x),
-             "timm": train_step(theirs, theirs.forward_features, x)}
+    x = torch.randn(batch, 3, resolution, resolution, device=device)
+    ours = VisionEncoder(spec, patch).to(device)
+    theirs = reference_vit(spec, patch, resolution).to(device)
+    steps = {"ours": train_step(ours, lambda t: _ours_out(ours, t), x, precision),
+             "timm": train_step(theirs, theirs.forward_features, x, precision)}
     if compiled:
-        ours_c, theirs_c = VisionEncoder(spec, patch), reference_vit(spec, patch, resolution)
+        ours_c = VisionEncoder(spec, patch).to(device)
+        theirs_c = reference_vit(spec, patch, resolution).to(device)
         ours_c.load_state_dict(ours.state_dict())
         theirs_c.load_state_dict(theirs.state_dict())
         compile_blocks(ours_c)
-        steps["ours compiled"] = train_step(ours_c, lambda t: _ours_out(ours_c, t), x)
-        steps["timm compiled"] = train_step(theirs_c, torch.compile(theirs_c.forward_features), x)
+        steps["ours compiled"] = train_step(ours_c, lambda t: _ours_out(ours_c, t), x, precision)
+        steps["timm compiled"] = train_step(theirs_c, torch.compile(theirs_c.forward_features), x, precision)
     for step in steps.values():
         step()  # warm-up (and compilation)
     best = dict.fromkeys(steps, float("inf"))
     for _ in range(repeats):
         for name, step in steps.items():
+            sync(device)
             t0 = time.perf_counter()
             step()
+            sync(device)
             best[name] = min(best[name], time.perf_counter() - t0)
     return best
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _ours_out(model: VisionEncoder, x: torch.Tensor) -> torch.Tensor:

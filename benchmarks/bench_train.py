@@ -1,13 +1,14 @@
 """Training-speed benchmark. Every figure is a ratio against a reference measured in the same run:
 
-(a) our encoder forward+backward vs timm's VisionTransformer of the same width, depth, tokens and MLP FLOPs
-    (bench_encoder.reference_vit; bench_encoder.py runs the issue's shapes, eager and compiled);
+(a) our encoder forward+backward+AdamW vs timm's VisionTransformer of the same width, depth, tokens and MLP FLOPs
+    at this configuration's shape (bench_encoder.compare; bench_encoder.py runs the issue's shapes, eager and
+    compiled);
 (b) the full VTP step's achieved FLOP/s vs a large matmul's FLOP/s in this process, in the step's own dtype
     (bf16 autocast on CUDA), and on a GPU with a datasheet peak (A100/H100/H200) or train.peak_tflops, its MFU;
 (c) the three-objective step vs the sum of its parts (CLIP-only, SSL-only and reconstruction-only steps on
     the same subset sizes): the overhead of running them together;
-(d) the step with `train.compile: true` (the blocks compiled in place) vs the eager step, interleaved
-    (--no-compile skips it).
+(d) the step with `train.compile: true` (the blocks compiled in place) vs the eager step (--no-compile skips it).
+(b)-(d) time every step configuration interleaved with the others in one process, best of --repeats.
 
 --profile instead prints where one VTP step's time goes: the step's named ranges (vtp.train.runtime.part: views
 and masks, teacher, SSL targets, CLIP image and text towers and loss, SSL student, reconstruction and its loss,
@@ -30,28 +31,11 @@ from vtp.config import load_config
 from vtp.train.accounting import device_peak, measure_matmul_flops
 from vtp.train.data import memory_loader, stream
 from vtp.train.pretrain import Pretrainer
-from vtp.train.runtime import autocast, timing_parts, uses_bf16
+from vtp.train.runtime import timing_parts, uses_bf16
 
-from bench_encoder import reference_vit
+from bench_encoder import compare, sync
 
 DEVICE = vdist.init_distributed().device
-
-
-def sync() -> None:
-    if DEVICE.type == "cuda":
-        torch.cuda.synchronize(DEVICE)
-
-
-def timed(fn, repeats: int) -> float:
-    fn()  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        sync()
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def make_trainer(cfg, tmp: str) -> tuple[Pretrainer, object]:
@@ -64,49 +48,25 @@ def make_trainer(cfg, tmp: str) -> tuple[Pretrainer, object]:
     return trainer, stream(trainer.make_loader(), 0, 0)
 
 
-def bench_encoder(cfg, repeats: int) -> tuple[float, float]:
-    from vtp.models.tokenizer import Tokenizer
-
-    spec = cfg.model.spec()
-    tok = Tokenizer.from_spec(spec).to(DEVICE)
-    ref = reference_vit(spec.encoder, spec.patch, cfg.data.resolution).to(DEVICE)
-    x = torch.randn(cfg.train.batch_size, 3, cfg.data.resolution, cfg.data.resolution, device=DEVICE)
-
-    def ours():
-        with autocast(DEVICE, cfg.train.precision):
-            out = tok.trunk(x)
-        (out["cls"].float().sum() + out["patches"].float().sum()).backward()
-
-    def theirs():
-        with autocast(DEVICE, cfg.train.precision):
-            y = ref.forward_features(x)
-        y.float().sum().backward()
-
-    return timed(ours, repeats), timed(theirs, repeats)
-
-
-def step_time(cfg, repeats: int, tmp: str) -> tuple[float, float]:
-    trainer, batches = make_trainer(cfg, tmp)
-    trainer._count_flops([next(batches) for _ in range(trainer.grad_accum)])
-    return timed(lambda: trainer._train_step(batches), repeats), trainer.flops_per_step_device
-
-
-def interleaved_steps(cfgs: dict, repeats: int, tmp: str, warmup: int = 3) -> dict[str, float]:
-    """Best step time of each configuration, the trainers stepped in turn (a noisy machine slows all alike);
-    `warmup` steps each first (compilation, and recompilation for the step's other shapes)."""
+def interleaved_steps(cfgs: dict, repeats: int, tmp: str, warmup: int = 3) -> tuple[dict[str, float], float]:
+    """Best step time of each configuration, the trainers stepped in turn (a noisy machine slows all alike), and
+    the first configuration's FLOPs per step; `warmup` steps each first (compilation, and recompilation for the
+    step's other shapes)."""
     runs = {name: make_trainer(cfg, tmp) for name, cfg in cfgs.items()}
+    first, batches = next(iter(runs.values()))
+    first._count_flops([next(batches) for _ in range(first.grad_accum)])
     for trainer, batches in runs.values():
         for _ in range(warmup):
             trainer._train_step(batches)
     best = dict.fromkeys(runs, float("inf"))
     for _ in range(repeats):
         for name, (trainer, batches) in runs.items():
-            sync()
+            sync(DEVICE)
             t0 = time.perf_counter()
             trainer._train_step(batches)
-            sync()
+            sync(DEVICE)
             best[name] = min(best[name], time.perf_counter() - t0)
-    return best
+    return best, first.flops_per_step_device
 
 
 def profile(cfg, steps: int, tmp: str) -> None:
@@ -118,10 +78,10 @@ def profile(cfg, steps: int, tmp: str) -> None:
     best_step = float("inf")
     for _ in range(steps):  # the fastest of `steps` steps, timed whole and by part
         with timing_parts() as times:
-            sync()
+            sync(DEVICE)
             t0 = time.perf_counter()
             trainer._train_step(batches)
-            sync()
+            sync(DEVICE)
             step_s = time.perf_counter() - t0
         if step_s < best_step:
             best, best_step = dict(times), step_s
@@ -156,44 +116,45 @@ def main() -> None:
 
     if args.profile:
         return profile(cfg, args.repeats, tmp)
-    ours, theirs = bench_encoder(cfg, args.repeats)
-    print(f"(a) encoder fwd+bwd: ours {ours * 1e3:.1f} ms, timm ViT {theirs * 1e3:.1f} ms -> ratio "
-          f"{ours / theirs:.2f} (our time / timm's; SwiGLU, RMSNorm and RoPE cost elementwise work that timm's GELU, "
-          f"LayerNorm and learned pos-embed do not)")
+    spec = cfg.model.spec()
+    enc = compare(spec.encoder, spec.patch, cfg.data.resolution, cfg.train.batch_size, args.repeats, False, DEVICE,
+                  cfg.train.precision)
+    print(f"(a) encoder fwd+bwd+AdamW: ours {enc['ours'] * 1e3:.1f} ms, timm ViT {enc['timm'] * 1e3:.1f} ms -> ratio "
+          f"{enc['ours'] / enc['timm']:.2f} (our time / timm's at equal tokens and MLP FLOPs; SwiGLU, RMSNorm and "
+          f"RoPE cost elementwise work that timm's GELU, LayerNorm and learned pos-embed do not)")
 
-    full, flops = step_time(cfg, args.repeats, tmp)
+    # Every step configuration below is timed interleaved with the others, in this one process.
+    steps = {"full": cfg}
+    subsets = cfg.batch_subsets()
+    for objective in cfg.loss.enabled:
+        only = [f"loss.{o}={'true' if o == objective else 'false'}" for o in ("clip", "ssl", "rec")]
+        steps[objective] = load_config(args.config, [*args.set, f"runs_root={tmp}", *only,
+                                                     f"train.batch_size={subsets[objective]}"])
+    if not args.no_compile:
+        steps["compiled"] = load_config(args.config, [*args.set, f"runs_root={tmp}", "train.compile=true"])
+    t0 = time.perf_counter()
+    t, flops = interleaved_steps(steps, args.repeats, tmp)
+    full = t["full"]
     bf16 = uses_bf16(device, cfg.train.precision)
     dtype = torch.bfloat16 if bf16 else torch.float32
     peak = measure_matmul_flops(device, dtype)
     achieved = flops / full
     print(f"(b) VTP step: {full:.3f} s, {flops / 1e9:.1f} GFLOP -> {achieved / 1e9:.1f} GFLOP/s; "
           f"{str(dtype).removeprefix('torch.')} matmul {peak / 1e9:.1f} GFLOP/s -> utilisation vs matmul "
-          f"{achieved / peak:.1%}")
+          f"{achieved / peak:.1%} ({len(steps)} step configurations interleaved, {time.perf_counter() - t0:.0f} s)")
     declared = device_peak(device, bf16, cfg.train.peak_tflops)
     if declared.metric == "mfu":
         print(f"    MFU {achieved / declared.flops:.1%} against {declared.flops / 1e12:.0f} TFLOP/s "
               f"({declared.source})")
-
-    parts = {}
-    subsets = cfg.batch_subsets()
-    for objective in cfg.loss.enabled:
-        only = [f"loss.{o}={'true' if o == objective else 'false'}" for o in ("clip", "ssl", "rec")]
-        part_cfg = load_config(args.config, [*args.set, f"runs_root={tmp}", *only,
-                                             f"train.batch_size={subsets[objective]}"])
-        parts[objective] = step_time(part_cfg, args.repeats, tmp)[0]
+    parts = {k: t[k] for k in cfg.loss.enabled}
     total = sum(parts.values())
     listing = ", ".join(f"{k} {v:.3f} s" for k, v in parts.items())
     print(f"(c) three-objective step {full:.3f} s vs sum of parts {total:.3f} s ({listing}) -> ratio "
           f"{full / total:.2f}")
-    if not args.no_compile:
-        compiled_cfg = load_config(args.config, [*args.set, f"runs_root={tmp}", "train.compile=true"])
-        t0 = time.perf_counter()
-        t = interleaved_steps({"eager": cfg, "compiled": compiled_cfg}, args.repeats, tmp)
-        print(f"(d) compiled step (train.compile: true) {t['compiled']:.3f} s vs eager {t['eager']:.3f} s, "
-              f"interleaved -> speed-up {t['eager'] / t['compiled']:.2f}x, utilisation vs matmul "
-              f"{flops / t['compiled'] / peak:.1%} (eager here {flops / t['eager'] / peak:.1%}; the eager step's "
-              f"FLOPs; {time.perf_counter() - t0:.0f} s with compilation)")
-
+    if "compiled" in t:
+        print(f"(d) compiled step (train.compile: true) {t['compiled']:.3f} s vs eager {full:.3f} s -> speed-up "
+              f"{full / t['compiled']:.2f}x, utilisation vs matmul {flops / t['compiled'] / peak:.1%} (the eager "
+              f"step's FLOPs)")
 
 if __name__ == "__main__":
     main()

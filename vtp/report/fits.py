@@ -10,6 +10,7 @@ through them is reported without an interval; with fewer, only why not.
 """
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -127,8 +128,8 @@ def groups(rows: list[dict]) -> dict[str, list[dict]]:
     for r in rows:
         if r.get("objectives"):
             by.setdefault((r["objectives"], r.get("E")), []).append(r)
-    many_e = {o for o, _ in by if sum(o == p for p, _ in by) > 1}
-    named = {(o if o not in many_e else f"{o}, E={E}"): members for (o, E), members in by.items()}
+    e_values = Counter(o for o, _ in by)  # how many E values each objectives label has
+    named = {(o if e_values[o] == 1 else f"{o}, E={E}"): members for (o, E), members in by.items()}
     return dict(sorted(named.items()))
 
 
