@@ -57,7 +57,8 @@ def test_synthetic_source(cfg_for):
     assert m == json.loads((out / "manifest.json").read_text())
     assert json.loads((out / "run.json").read_text())["status"] == "ok"
     assert (m["splits"]["train"]["count"], m["splits"]["val"]["count"], m["skipped_count"]) == (24, 6, 0)
-    assert m["label_sets"]["shape"] == list(synthetic.SHAPES) and len(m["label_sets"]["shape_color"]) == 100
+    assert m["label_sets"]["shape"] == list(synthetic.SHAPES) and len(m["label_sets"]["shape_color"]) == len(
+        synthetic.SHAPES) * len(synthetic.SHAPE_COLORS)
     assert m["primary_label"] == "shape" and m["resolution"] == 32 and m["content_hash"].startswith("sha256:")
     assert sum(m["splits"]["train"]["classes"]["shape"].values()) == 24
     assert 5 <= m["caption_length"]["words"]["min"] <= m["caption_length"]["words"]["max"] <= 20

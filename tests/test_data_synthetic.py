@@ -79,12 +79,19 @@ def test_every_class_occurs_and_shape_contrasts_with_background():
     scenes = [syn.draw_scene(0, "train", i) for i in range(3000)]
     for key, names in syn.label_names().items():
         seen = Counter(s.labels[key] for s in scenes)
-        expected = len(names) if key != "shape_color" else 100
-        assert len(seen) == expected, key
+        assert len(seen) == len(names), key
     rgb = dict(syn.COLORS)
     for s in scenes:
         fg, bg = np.array(rgb[syn.COLOR_NAMES[s.color]]), np.array(rgb[syn.COLOR_NAMES[s.background_color]])
         assert np.linalg.norm(fg - bg) >= syn.MIN_CONTRAST
+
+
+def test_shapes_take_the_shape_palette_and_backgrounds_every_colour():
+    scenes = [syn.draw_scene(0, "train", i) for i in range(2000)]
+    assert {syn.COLOR_NAMES[s.color] for s in scenes} == set(syn.SHAPE_COLORS)
+    assert len({s.background_color for s in scenes}) == len(syn.COLORS)
+    assert syn.label_names()["color"] == list(syn.SHAPE_COLORS)
+    assert len(syn.label_names()["shape_color"]) == len(syn.SHAPES) * len(syn.SHAPE_COLORS)
 
 
 def _polygon_area(poly: np.ndarray) -> float:
