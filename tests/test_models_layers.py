@@ -11,7 +11,7 @@ from timm.layers.pos_embed_sincos import apply_rot_embed_cat
 
 from vtp.config import load_config
 from vtp.config.base import ConfigError
-from vtp.models.layers import AxialRope, Rope, ViTStack, make_ffn, make_norm, sample_drop_residual
+from vtp.models.layers import AxialRope, Rope, ViTStack, _SiluGate, make_ffn, make_norm, sample_drop_residual
 from vtp.models.registry import SIZES, ViTSpec, with_overrides
 
 
@@ -134,6 +134,25 @@ def test_block_options_build_and_bad_options_are_named():
 def test_swiglu_hidden_follows_the_dinov3_rule():
     ffn = make_ffn(ViTSpec(width=1024, depth=1, heads=16))
     assert ffn.fc1.out_features == 2 * 2736 and ffn.fc2.in_features == 2736  # int(1024*4*2/3)=2730 -> 2736
+
+
+def test_swiglu_matches_timms_packed_swiglu_in_values_and_gradients():
+    """Reference: timm's `SwiGLUPacked` with the same weights; its gate backward goes through autograd's chunk."""
+    from timm.layers import SwiGLUPacked
+    torch.manual_seed(0)
+    ours = make_ffn(ViTSpec(width=48, depth=1, heads=4))
+    ref = SwiGLUPacked(48, ours.fc1.out_features)
+    ref.load_state_dict(ours.state_dict())  # same parameter names
+    x = torch.randn(3, 7, 48, dtype=torch.float64, requires_grad=True)
+    ours, ref = ours.double(), ref.double()
+    out_ours, out_ref = ours(x), ref(x)
+    torch.testing.assert_close(out_ours, out_ref, rtol=0, atol=0)
+    grad = torch.randn_like(out_ref)
+    g_ours = torch.autograd.grad(out_ours, [x, *ours.parameters()], grad)
+    g_ref = torch.autograd.grad(out_ref, [x, *ref.parameters()], grad)
+    for a, b in zip(g_ours, g_ref):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(_SiluGate.apply, (torch.randn(2, 5, 8, dtype=torch.float64, requires_grad=True),))
 
 
 # ---- ViTok's integer-position RoPE (METHOD.md 4.1; registry.ROPE_STYLES) ------------------------------------

@@ -15,12 +15,12 @@ import math
 from functools import partial
 
 import torch
-from timm.layers import AttentionRope, Mlp, PatchEmbed, RmsNormFp32, SwiGLUPacked
+from timm.layers import AttentionRope, Mlp, PatchEmbed, RmsNormFp32
 from timm.layers.pos_embed_sincos import build_sincos2d_pos_embed
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from vtp.models.layers import AxialRope
+from vtp.models.layers import AxialRope, PackedSwiGLU
 from vtp.models.registry import DiTSpec
 
 Norm = partial(RmsNormFp32, eps=1e-6, affine=False)
@@ -77,7 +77,7 @@ class DiTBlock(nn.Module):
                                   norm_layer=partial(RmsNormFp32, eps=1e-6), rotate_half=True)
         self.attn.fused_attn = True  # always F.scaled_dot_product_attention, whatever TIMM_FUSED_ATTN says
         self.norm2 = Norm(w)
-        self.mlp = SwiGLUPacked(w, 2 * spec.mlp_hidden)  # fc1 packs value and gate
+        self.mlp = PackedSwiGLU(w, 2 * spec.mlp_hidden)  # fc1 packs value and gate
         self.adaLN = nn.Sequential(nn.SiLU(), nn.Linear(w, 6 * w))
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, rope: torch.Tensor | None) -> torch.Tensor:
