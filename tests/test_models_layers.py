@@ -298,3 +298,34 @@ def test_config_rope_overrides_reach_the_spec(params_file):
     cfg = load_config("vtp", ["model.encoder.rope=vitok-2d", "model.encoder.rope_base=1e4"], params_file)
     assert (cfg.model.spec().encoder.rope, cfg.model.spec().encoder.rope_base) == ("vitok-2d", 10000.0)
     assert cfg.model.spec().decoder.rope == "dinov3-2d"
+
+
+@pytest.mark.parametrize("num_prefix", [0, 2])
+@pytest.mark.parametrize("rotate_half", [True, False])
+@pytest.mark.parametrize("qk_norm", [False, True])
+def test_rope_attention_matches_timms_attention_rope(num_prefix, rotate_half, qk_norm):
+    """The fused rotation (prefix rows at angle 0, one buffer) gives timm's AttentionRope outputs and gradients."""
+    from timm.layers import AttentionRope
+
+    from vtp.models.attention import RopeAttention
+
+    torch.manual_seed(0)
+    kw = dict(qkv_bias=True, num_prefix_tokens=num_prefix, rotate_half=rotate_half, qk_norm=qk_norm,
+              norm_layer=torch.nn.LayerNorm)
+    ref = AttentionRope(64, 4, **kw)
+    ref.fused_attn = True
+    ours = RopeAttention(64, 4, **kw)
+    ours.load_state_dict(ref.state_dict())
+    angles = torch.rand(12, 8) * 6  # a pair shares its angle: halves (rotate-half) or neighbours (interleaved)
+    angles = torch.cat([angles, angles], -1) if rotate_half else angles.repeat_interleave(2, -1)
+    table = torch.cat([angles.sin(), angles.cos()], -1)
+    x = torch.randn(3, num_prefix + 12, 64)
+    outs = []
+    for m in (ref, ours):
+        xi = x.clone().requires_grad_()
+        y = m(xi, rope=table)
+        outs.append((y, *torch.autograd.grad(y.square().sum(), [xi, *m.parameters()])))
+    for a, b in zip(*outs):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="table has 12 rows for 11 tokens"):
+        ours(x[:, :-1], rope=table)

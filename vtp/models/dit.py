@@ -15,11 +15,12 @@ import math
 from functools import partial
 
 import torch
-from timm.layers import AttentionRope, Mlp, PatchEmbed, RmsNormFp32
+from timm.layers import Mlp, PatchEmbed, RmsNormFp32
 from timm.layers.pos_embed_sincos import build_sincos2d_pos_embed
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from vtp.models.attention import RopeAttention
 from vtp.models.layers import AxialRope, PackedSwiGLU
 from vtp.models.registry import DiTSpec
 
@@ -73,9 +74,8 @@ class DiTBlock(nn.Module):
         super().__init__()
         w = spec.width
         self.norm1 = Norm(w)
-        self.attn = AttentionRope(w, spec.heads, qkv_bias=True, num_prefix_tokens=0, qk_norm=spec.qk_norm,
+        self.attn = RopeAttention(w, spec.heads, qkv_bias=True, num_prefix_tokens=0, qk_norm=spec.qk_norm,
                                   norm_layer=partial(RmsNormFp32, eps=1e-6), rotate_half=True)
-        self.attn.fused_attn = True  # always F.scaled_dot_product_attention, whatever TIMM_FUSED_ATTN says
         self.norm2 = Norm(w)
         self.mlp = PackedSwiGLU(w, 2 * spec.mlp_hidden)  # fc1 packs value and gate
         self.adaLN = nn.Sequential(nn.SiLU(), nn.Linear(w, 6 * w))

@@ -12,11 +12,12 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from timm.layers import AttentionRope, GluMlp, LayerScale, Mlp, RmsNormFp32
+from timm.layers import GluMlp, LayerScale, Mlp, RmsNormFp32
 from timm.layers.pos_embed_sincos import RotaryEmbeddingDinoV3
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from vtp.models.attention import RopeAttention
 from vtp.models.registry import ROPE_STYLES, ViTSpec
 
 NORMS = ("rmsnorm", "layernorm")
@@ -105,9 +106,9 @@ class Rope(nn.Module):
       for j < head_dim/4, interleaved pairs; prefix tokens are not rotated.
 
     `forward(grid)` returns a (tokens, 2*head_dim) table [sin | cos] in the layout that timm's
-    `apply_rot_embed_cat(x, table, half=rope.rotate_half)` expects, for the tokens of a sequence
-    `[prefix..., patches...]` after its first `rope.unrotated_prefix` (which are left alone): h*w rows, plus
-    `rope.rotated_prefix` leading rows for "vitok-1d". Tables are cached per grid.
+    `apply_rot_embed_cat(x, table, half=rope.rotate_half)` and `vtp.models.attention.rotate_qk` expect, for the
+    tokens of a sequence `[prefix..., patches...]` after its first `rope.unrotated_prefix` (which are left
+    alone): h*w rows, plus `rope.rotated_prefix` leading rows for "vitok-1d". Tables are cached per grid.
     """
 
     def __init__(self, head_dim: int, base: float, style: str = "dinov3-2d", num_prefix: int = 0):
@@ -169,10 +170,9 @@ class Block(nn.Module):
         """`num_prefix`: leading tokens the RoPE leaves alone; `rotate_half`: the table's channel layout."""
         super().__init__()
         self.norm1 = make_norm(spec.norm, spec.width)
-        self.attn = AttentionRope(spec.width, spec.heads, qkv_bias=spec.qkv_bias, num_prefix_tokens=num_prefix,
+        self.attn = RopeAttention(spec.width, spec.heads, qkv_bias=spec.qkv_bias, num_prefix_tokens=num_prefix,
                                   qk_norm=spec.qk_norm, norm_layer=partial(RmsNormFp32, eps=1e-5),
                                   rotate_half=rotate_half)
-        self.attn.fused_attn = True  # always F.scaled_dot_product_attention, whatever TIMM_FUSED_ATTN says
         self.ls1 = LayerScale(spec.width, spec.layerscale) if spec.layerscale else nn.Identity()
         self.norm2 = make_norm(spec.norm, spec.width)
         self.mlp = make_ffn(spec)
