@@ -329,3 +329,28 @@ def test_rope_attention_matches_timms_attention_rope(num_prefix, rotate_half, qk
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="table has 12 rows for 11 tokens"):
         ours(x[:, :-1], rope=table)
+
+
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rms_norm_matches_timms_fp32_rms_norm_in_values_and_gradients(affine, dtype):
+    from timm.layers import RmsNormFp32
+
+    from vtp.models.norm import RmsNorm
+
+    torch.manual_seed(0)
+    ref, ours = RmsNormFp32(48, eps=1e-5, affine=affine), RmsNorm(48, eps=1e-5, affine=affine)
+    if affine:
+        with torch.no_grad():
+            ref.weight.normal_()
+            ours.weight.copy_(ref.weight)
+    x, g = torch.randn(3, 5, 48).to(dtype) * 3, torch.randn(3, 5, 48).to(dtype)
+    outs = []
+    for m in (ref, ours):
+        xi = x.clone().requires_grad_()
+        y = m(xi)
+        assert y.dtype == dtype
+        outs.append((y, *torch.autograd.grad(y, [xi, *m.parameters()], g)))
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-2)
+    for a, b in zip(*outs):
+        torch.testing.assert_close(b, a, **tol)

@@ -15,16 +15,17 @@ import math
 from functools import partial
 
 import torch
-from timm.layers import Mlp, PatchEmbed, RmsNormFp32
+from timm.layers import Mlp, PatchEmbed
 from timm.layers.pos_embed_sincos import build_sincos2d_pos_embed
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from vtp.models.attention import RopeAttention
 from vtp.models.layers import AxialRope, PackedSwiGLU
+from vtp.models.norm import RmsNorm
 from vtp.models.registry import DiTSpec
 
-Norm = partial(RmsNormFp32, eps=1e-6, affine=False)
+Norm = partial(RmsNorm, eps=1e-6, affine=False)
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -75,7 +76,7 @@ class DiTBlock(nn.Module):
         w = spec.width
         self.norm1 = Norm(w)
         self.attn = RopeAttention(w, spec.heads, qkv_bias=True, num_prefix_tokens=0, qk_norm=spec.qk_norm,
-                                  norm_layer=partial(RmsNormFp32, eps=1e-6), rotate_half=True)
+                                  norm_layer=partial(RmsNorm, eps=1e-6), rotate_half=True)
         self.norm2 = Norm(w)
         self.mlp = PackedSwiGLU(w, 2 * spec.mlp_hidden)  # fc1 packs value and gate
         self.adaLN = nn.Sequential(nn.SiLU(), nn.Linear(w, 6 * w))

@@ -12,12 +12,13 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from timm.layers import GluMlp, LayerScale, Mlp, RmsNormFp32
+from timm.layers import GluMlp, LayerScale, Mlp
 from timm.layers.pos_embed_sincos import RotaryEmbeddingDinoV3
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from vtp.models.attention import RopeAttention
+from vtp.models.norm import RmsNorm
 from vtp.models.registry import ROPE_STYLES, ViTSpec
 
 NORMS = ("rmsnorm", "layernorm")
@@ -27,7 +28,7 @@ FFNS = ("swiglu", "geglu", "mlp")
 def make_norm(kind: str, dim: int) -> nn.Module:
     """RMSNorm runs in fp32 (DINOv3/VTP, eps 1e-5); nn.LayerNorm is already fp32 under autocast."""
     if kind == "rmsnorm":
-        return RmsNormFp32(dim, eps=1e-5)
+        return RmsNorm(dim, eps=1e-5)
     if kind == "layernorm":
         return nn.LayerNorm(dim, eps=1e-6)
     raise ValueError(f"norm: expected one of {NORMS}, got {kind!r}")
@@ -171,7 +172,7 @@ class Block(nn.Module):
         super().__init__()
         self.norm1 = make_norm(spec.norm, spec.width)
         self.attn = RopeAttention(spec.width, spec.heads, qkv_bias=spec.qkv_bias, num_prefix_tokens=num_prefix,
-                                  qk_norm=spec.qk_norm, norm_layer=partial(RmsNormFp32, eps=1e-5),
+                                  qk_norm=spec.qk_norm, norm_layer=partial(RmsNorm, eps=1e-5),
                                   rotate_half=rotate_half)
         self.ls1 = LayerScale(spec.width, spec.layerscale) if spec.layerscale else nn.Identity()
         self.norm2 = make_norm(spec.norm, spec.width)

@@ -1,0 +1,42 @@
+"""RMSNorm in fp32 with a hand-written backward: timm's `RmsNormFp32` (same parameters and options).
+
+Why not timm's: its `rms_norm` is composed of pow, mean, rsqrt and two multiplies, and autograd differentiates
+each one, so an RMSNorm's fwd+bwd cost ~3x a fused nn.LayerNorm on CPU. The closed-form backward,
+dx = rstd * (g*w - x_hat * mean(g*w * x_hat)), takes half the time (benchmarks/bench_encoder.py; issue 15).
+"""
+from __future__ import annotations
+
+import torch
+from timm.layers import RmsNormFp32
+
+
+class _RmsNormFp32(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.Tensor:
+        x32 = x.float()
+        rstd = torch.linalg.vector_norm(x32, dim=-1, keepdim=True).square_().div_(x.shape[-1]).add_(eps).rsqrt_()
+        ctx.save_for_backward(x, weight, rstd)  # x in its own dtype: half the memory under bf16
+        y = x32 * rstd
+        return (y if weight is None else y.mul_(weight.float())).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, weight, rstd = ctx.saved_tensors
+        x_hat, g = x.float() * rstd, grad.float()
+        grad_w = None if weight is None else (g * x_hat).flatten(0, -2).sum(0).to(weight.dtype)
+        gy = g if weight is None else g * weight.float()
+        dot = torch.linalg.vecdot(gy, x_hat).unsqueeze(-1).div_(x.shape[-1])
+        grad_x = torch.addcmul(gy, x_hat, dot, value=-1).mul_(rstd)
+        return grad_x.to(x.dtype), grad_w, None
+
+
+class RmsNorm(RmsNormFp32):
+    """RMSNorm over the last dim, computed in fp32 and returned in the input's dtype (DINOv3/VTP)."""
+
+    def __init__(self, channels: int, eps: float = 1e-6, affine: bool = True, **kwargs):
+        super().__init__(channels, eps=eps, affine=affine, **kwargs)
+        if len(self.normalized_shape) != 1:
+            raise ValueError(f"RmsNorm: normalises the last dim only, got shape {self.normalized_shape}")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _RmsNormFp32.apply(x, self.weight, self.eps)
