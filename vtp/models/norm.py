@@ -23,7 +23,7 @@ class _RmsNormFp32(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         x, weight, rstd = ctx.saved_tensors
         x_hat, g = x.float() * rstd, grad.float()
-        grad_w = None if weight is None else (g * x_hat).flatten(0, -2).sum(0).to(weight.dtype)
+        grad_w = (g * x_hat).flatten(0, -2).sum(0).to(weight.dtype) if ctx.needs_input_grad[1] else None
         gy = g if weight is None else g * weight.float()
         dot = torch.linalg.vecdot(gy, x_hat).unsqueeze(-1).div_(x.shape[-1])
         grad_x = torch.addcmul(gy, x_hat, dot, value=-1).mul_(rstd)

@@ -76,6 +76,8 @@ def uses_bf16(device: torch.device, precision: str) -> bool:
 
 
 def set_determinism(deterministic: bool) -> None:
+    """MKL's strict reproducibility (MKL_CBWR) is set in vtp/__init__.py instead: MKL latches it at its first call,
+    which may come before any trainer is built."""
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
