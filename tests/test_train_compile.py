@@ -46,3 +46,40 @@ def test_compile_blocks_keeps_parameter_names_and_a_model_without_blocks_is_refu
     cfg = tiny_config(tmp_path, "vtp", "train.compile=true")
     with pytest.raises(ValueError, match="train.compile: Linear has no transformer blocks"):
         wrap_model(torch.nn.Linear(2, 2), cfg, vdist.init_distributed())
+
+
+
+def _block(kind: str):
+    """A block and its inputs after x: VTP's (RMSNorm, SwiGLU, 2D RoPE, q/k norm; 1 prefix token + a 2x3 grid),
+    ViTok's (LayerNorm, gated GELU, 1D RoPE over every token) or the DiT's (affine-free RMSNorm, adaLN)."""
+    from vtp.models.dit import DiTBlock
+    from vtp.models.layers import Block, Rope
+    from vtp.models.registry import ViTSpec, get_dit_spec, vitok_vit
+
+    if kind == "vtp":
+        return Block(ViTSpec(width=32, depth=1, heads=2, qk_norm=True), 1), torch.randn(2, 7, 32), \
+            (Rope(16, 100.0)((2, 3)),)
+    if kind == "vitok":
+        return Block(vitok_vit(32, 1, 2), 0, rotate_half=False), torch.randn(2, 7, 32), \
+            (Rope(16, 1e4, "vitok-1d", num_prefix=1)((2, 3)),)
+    dit = get_dit_spec("dit-tiny")
+    return DiTBlock(dit), torch.randn(2, 6, dit.width), \
+        (torch.randn(2, dit.width), Rope(dit.head_dim, 100.0)((2, 3)))
+
+
+@pytest.mark.parametrize("kind", ["vtp", "vitok", "dit"])
+def test_a_compiled_block_is_one_graph_with_the_eager_values_and_gradients(kind):
+    """The hand-written autograd functions (gate, RMSNorm, RoPE) step aside under torch.compile: their `out=`
+    writes broke every block's graph. `fullgraph=True` raises on any break; aot_eager traces forward and backward
+    as Inductor does, without its compile time."""
+    torch._dynamo.reset()  # earlier tests may have spent the blocks' recompile budget
+    torch.manual_seed(0)
+    block, x, rest = _block(kind)
+    compiled = torch.compile(block, fullgraph=True, backend="aot_eager")
+    outs = []
+    for fn in (block, compiled):
+        xi = x.clone().requires_grad_()
+        y = fn(xi, *rest)
+        outs.append((y, *torch.autograd.grad(y.square().sum(), [xi, *block.parameters()])))
+    for a, b in zip(*outs):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)

@@ -6,13 +6,16 @@ cat), multiplying by cos and sin and concatenating the prefix back: about six pa
 as many backward, plus the saved copies. `rotate_qk` pads the table so prefix rows turn by angle 0 (sin 0,
 cos 1: identical values, no slicing), writes `x*cos + rot(x)*sin` in three passes into one buffer, and saves
 only the (tokens, head_dim) table for backward, where the transpose rotation (by -angle) is the same three
-passes. On CPU this is ~8% of the encoder's fwd+bwd at the benchmark shapes (issue 15).
+passes. On CPU this is ~8% of the encoder's fwd+bwd at the benchmark shapes (issue 15). Under torch.compile the
+rotation is timm's plain `apply_rot_embed`: Inductor fuses it and derives the backward itself, where the
+function's `out=` buffers would break the block's graph.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from timm.layers import AttentionRope
+from timm.layers.pos_embed_sincos import apply_rot_embed
 
 
 def _halves(t: torch.Tensor, rotate_half: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -61,6 +64,8 @@ def rotate_qk(q: torch.Tensor, k: torch.Tensor, table: torch.Tensor, num_prefix:
         cos = torch.cat([cos.new_ones(num_prefix, cos.shape[1]), cos])
     if sin.shape[0] != q.shape[-2]:
         raise ValueError(f"RoPE: table has {sin.shape[0] - num_prefix} rows for {q.shape[-2] - num_prefix} tokens")
+    if torch.compiler.is_compiling():
+        return tuple(apply_rot_embed(t, sin, cos, half=rotate_half) for t in (q, k))
     return _RotateQK.apply(q, k, sin, cos, rotate_half)
 
 

@@ -37,7 +37,8 @@ def make_norm(kind: str, dim: int) -> nn.Module:
 class _SiluGate(torch.autograd.Function):
     """silu(a) * b of h = [a, b] (last dim), whose backward writes both halves' gradients into one (.., 2h)
     tensor. Autograd's `chunk` backward concatenates them instead: one more full copy of fc1's output, which
-    cost ~0.2x of an eager SwiGLU MLP's fwd+bwd on CPU (issue 15). Same values as `F.silu(a) * b`."""
+    cost ~0.2x of an eager SwiGLU MLP's fwd+bwd on CPU (issue 15). Same values as `F.silu(a) * b`, which is what
+    runs under torch.compile (`swiglu_gate`)."""
 
     @staticmethod
     def forward(ctx, h: torch.Tensor) -> torch.Tensor:
@@ -56,6 +57,15 @@ class _SiluGate(torch.autograd.Function):
         return grad
 
 
+def swiglu_gate(h: torch.Tensor) -> torch.Tensor:
+    """silu(a) * b of h = [a, b]: `_SiluGate` eagerly; plain ops under torch.compile, which Inductor fuses and
+    differentiates itself (the function's `out=` writes would break the block's graph)."""
+    if torch.compiler.is_compiling():
+        a, b = h.chunk(2, dim=-1)
+        return F.silu(a) * b
+    return _SiluGate.apply(h)
+
+
 class PackedSwiGLU(GluMlp):
     """timm's `SwiGLUPacked` (fc1 packs value and gate: twice the hidden width; the same parameter names), with
     the gate's backward written into one buffer (`_SiluGate`)."""
@@ -64,7 +74,7 @@ class PackedSwiGLU(GluMlp):
         super().__init__(width, packed_hidden, act_layer=nn.SiLU, gate_last=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.norm(self.drop1(_SiluGate.apply(self.fc1(x))))
+        x = self.norm(self.drop1(swiglu_gate(self.fc1(x))))
         return self.drop2(self.fc2(x))
 
 

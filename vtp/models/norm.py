@@ -3,6 +3,7 @@
 Why not timm's: its `rms_norm` is composed of pow, mean, rsqrt and two multiplies, and autograd differentiates
 each one, so an RMSNorm's fwd+bwd cost ~3x a fused nn.LayerNorm on CPU. The closed-form backward,
 dx = rstd * (g*w - x_hat * mean(g*w * x_hat)), takes half the time (benchmarks/bench_encoder.py; issue 15).
+Under torch.compile it is timm's forward, which Inductor fuses into one kernel each way.
 """
 from __future__ import annotations
 
@@ -39,4 +40,6 @@ class RmsNorm(RmsNormFp32):
             raise ValueError(f"RmsNorm: normalises the last dim only, got shape {self.normalized_shape}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.compiler.is_compiling():
+            return super().forward(x)
         return _RmsNormFp32.apply(x, self.weight, self.eps)

@@ -11,6 +11,7 @@ from vtp import dist as vdist
 from vtp.config import Config, LossConfig
 
 BLOCK_NAME = re.compile(r"(^|\.)blocks\.\d+$")
+RECOMPILE_LIMIT = 64  # graphs per block code object (compile_blocks)
 
 
 def freeze(*modules: nn.Module | nn.Parameter | None) -> None:
@@ -53,7 +54,15 @@ def compile_blocks(model: nn.Module) -> int:
     """torch.compile each transformer block in place (`nn.Module.compile`): parameter names, checkpoints, the EMA
     pairing and FSDP units stay as they are, and the step's data-dependent Python (views, masks, subsets) stays
     eager instead of breaking one whole-model graph. Blocks of one shape share a compiled graph (dynamo inlines
-    modules and treats their parameters as inputs). Returns how many blocks were compiled."""
+    modules and treats their parameters as inputs). Returns how many blocks were compiled.
+
+    One code object (`Block.forward`) serves the encoder, the decoder and the EMA teacher, with and without
+    grad, prefix or not, global and local crops: a 3-step tiny run already makes the 8 graphs of dynamo's default
+    recompile limit, past which it runs every new variant eagerly after one logged warning. The limit is raised
+    to RECOMPILE_LIMIT."""
+    import torch._dynamo
+
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
     blocks = transformer_blocks(model)
     for block in blocks:
         block.compile()
