@@ -29,6 +29,7 @@ from vtp.diffusion.samplers import SamplerSpec, sample  # noqa: E402
 from vtp.models.dit import DiT  # noqa: E402
 from vtp.models.registry import get_dit_spec  # noqa: E402
 from vtp.train.accounting import measure_matmul_flops  # noqa: E402
+from vtp.train.optim import build_optimizer  # noqa: E402
 
 DEFAULTS = {"cpu": ("dit-cpu-s", 16, 8, 16), "cuda": ("dit-b/1", 64, 16, 64)}  # size, channels, grid, batch
 CLASSES = 1000
@@ -56,7 +57,7 @@ def best_times(fns: dict, repeats: int, device: torch.device, warmup: bool = Tru
 
 def train_step(model: nn.Module, forward, batch: tuple, amp) -> callable:
     x, t, y, target = batch
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.0, fused=x.device.type == "cuda")
+    opt = build_optimizer(model, lr=1e-4, betas=(0.9, 0.95), weight_decay=0.0)  # the trainers' AdamW, both sides
 
     def step():
         with amp():

@@ -10,6 +10,9 @@ from torch import nn
 NO_DECAY_NAMES = ("cls_token", "mask_token", "register", "pos_embed", "positional_embedding", "token_embedding",
                   "logit_scale", "logit_bias")
 
+# Device types with torch's fused AdamW kernel (CPU since torch 2.4).
+FUSED_ADAMW_DEVICES = {"cuda", "cpu"}
+
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     decay, no_decay = [], []
@@ -24,11 +27,13 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def build_optimizer(model: nn.Module, lr: float, betas: tuple[float, float], weight_decay: float) -> torch.optim.AdamW:
-    """AdamW over the model's trainable parameters; the fused kernel on CUDA, foreach elsewhere."""
+    """AdamW over the model's trainable parameters: torch's fused kernel where it has one (CUDA and CPU), else
+    foreach. On CPU the fused step takes ~0.3x the foreach step's time, with the same updates to float rounding
+    (issue 15; tests/test_train_optim.py)."""
     groups = param_groups(model, weight_decay)
     if not any(g["params"] for g in groups):
         raise ValueError("the model has no trainable parameters")
-    fused = next(model.parameters()).is_cuda
+    fused = {p.device.type for g in groups for p in g["params"]} <= FUSED_ADAMW_DEVICES
     return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused or None, foreach=None if fused else True)
 
 
