@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from vtp.models.encoder import VisionEncoder
 from vtp.models.registry import get_spec, with_overrides
 from vtp.models.teacher import EMATeacher
 from vtp.models.tokenizer import Tokenizer
@@ -72,7 +73,19 @@ def test_masks_replace_patches_by_the_mask_token(tok):
     # every parameter takes part in the unmasked forward (DDP): the mask token gets a (zero) gradient
     student = Tokenizer.from_spec(TINY)
     student.trunk(x)["cls"].sum().backward()
-    assert student.encoder.mask_token.grad is not None
+    assert student.encoder.mask_token.grad is not None and not student.encoder.mask_token.grad.any()
+
+
+def test_mask_token_takes_part_without_prefix_tokens():
+    """With no CLS and no registers the zero touch goes to the patches: same tokens, a zero gradient."""
+    torch.manual_seed(0)
+    enc = VisionEncoder(TINY.encoder, TINY.patch, cls_token=False)
+    assert enc.num_prefix == 0
+    x = images()
+    patches = enc(x)["patches"]
+    torch.testing.assert_close(patches, enc.blocks(enc.patch_embed(x), (4, 4)))
+    patches.sum().backward()
+    assert enc.mask_token.grad is not None and not enc.mask_token.grad.any()
 
 
 def test_local_crops_and_stochastic_depth_in_training_mode():

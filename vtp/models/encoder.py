@@ -71,9 +71,14 @@ class VisionEncoder(nn.Module):
                 raise ValueError(f"masks: expected a bool tensor of shape {(b, n)}, got {masks.dtype} "
                                  f"{tuple(masks.shape)}")
             x = torch.where(masks.unsqueeze(-1), self.mask_token.to(x.dtype), x)
-        else:  # touch the mask token so DDP sees every parameter used in every forward
-            x = x + 0 * self.mask_token
-        prefix = [p.expand(b, -1, -1).to(x.dtype) for p in (self.cls_token, self.registers) if p is not None]
+        prefix = [p for p in (self.cls_token, self.registers) if p is not None]
+        if masks is None:  # touch the mask token so DDP sees every parameter used in every forward: a zero
+            # added to the first prefix token (one row, not every patch), else to the patches
+            if prefix:
+                prefix[0] = prefix[0] + 0 * self.mask_token
+            else:
+                x = x + 0 * self.mask_token
+        prefix = [p.expand(b, -1, -1).to(x.dtype) for p in prefix]
         return torch.cat([*prefix, x], dim=1), grid
 
     def _split(self, x: torch.Tensor) -> dict[str, torch.Tensor | None]:
