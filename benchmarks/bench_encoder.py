@@ -1,4 +1,5 @@
-"""Encoder speed against timm's VisionTransformer of the same width, depth, heads, tokens and MLP FLOPs.
+"""Encoder speed against timm's VisionTransformer of the same width, depth, heads, tokens and MLP FLOPs, and
+against timm's Eva built as our architecture (what one would otherwise train a Llama-style ViT with).
 
 Forward + backward + one AdamW step, interleaved (ours, theirs, ours, ...) and best of `--repeats`, so a noisy
 machine slows both alike; the figure is the ratio ours / theirs (below 1.0: we are faster). The reference gets
@@ -6,19 +7,25 @@ the same prefix tokens (CLS + registers) and an MLP with the FLOPs of ours: a ga
 3 matrices (w x 2h packed, h x w), i.e. the FLOPs of a plain MLP of hidden 1.5 h. It has a learned position
 embedding where ours has RoPE: that cost is ours to carry. Both are also timed under torch.compile (ours with its
 blocks compiled in place, as `train.compile: true` does; timm's forward_features), compiled against compiled.
+The second reference, timm's `Eva` (its DINOv3 port's layout: RMSNorm, SwiGLU of our hidden width, DINOv3 2D
+RoPE, CLS + registers, no position embedding), has our blocks op for op: there the difference is the
+implementation alone.
 
     python benchmarks/bench_encoder.py [--shapes w192-d4-p8-32px,...] [--repeats 5] [--no-compile]
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import time
+from functools import partial
 
 import timm
 import torch
 
 from vtp.models.encoder import VisionEncoder
 from vtp.models.registry import ViTSpec, vtp_vit
+from vtp.train.optim import build_optimizer
 from vtp.train.runtime import autocast
 
 # name -> (spec, patch, resolution, batch): the shapes the issue tracks (issue 15), demo's first.
@@ -39,8 +46,26 @@ def reference_vit(spec: ViTSpec, patch: int, resolution: int) -> torch.nn.Module
         global_pool="token")
 
 
+def eva_matches(spec: ViTSpec) -> bool:
+    """Whether timm's Eva can be built with these blocks (SwiGLU and DINOv3 RoPE; either norm)."""
+    return spec.ffn == "swiglu" and spec.rope == "dinov3-2d"
+
+
+def reference_eva(spec: ViTSpec, patch: int, resolution: int) -> torch.nn.Module:
+    """timm's Eva with our blocks (module docstring); q/k norms are the block norm, as ours."""
+    if not eva_matches(spec):
+        raise ValueError(f"reference_eva: needs SwiGLU and DINOv3 RoPE, got ffn {spec.ffn!r}, rope {spec.rope!r}")
+    norm = partial(timm.layers.RmsNorm if spec.norm == "rmsnorm" else torch.nn.LayerNorm, eps=1e-5)
+    return timm.models.eva.Eva(
+        img_size=resolution, patch_size=patch, embed_dim=spec.width, depth=spec.depth, num_heads=spec.heads,
+        qkv_bias=spec.qkv_bias, qk_norm=spec.qk_norm, init_values=spec.layerscale,
+        mlp_ratio=spec.mlp_hidden / spec.width, swiglu_mlp=True, norm_layer=norm, use_abs_pos_emb=False,
+        use_rot_pos_emb=True, rope_type="dinov3", rope_temperature=spec.rope_base, rope_rotate_half=True,
+        num_reg_tokens=spec.registers, num_classes=0, global_pool="token")
+
+
 def train_step(model: torch.nn.Module, forward, x: torch.Tensor, precision: str):
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=True)
+    opt = build_optimizer(model, lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05)  # the trainers' AdamW, both sides
 
     def step():
         with autocast(x.device, precision):
@@ -53,25 +78,27 @@ def train_step(model: torch.nn.Module, forward, x: torch.Tensor, precision: str)
 
 def compare(spec: ViTSpec, patch: int, resolution: int, batch: int, repeats: int, compiled: bool,
             device: torch.device | str = "cpu", precision: str = "auto") -> dict:
-    """Best seconds per training step of each variant, timed interleaved (synchronised on CUDA); `precision` as
-    train.precision (auto: bf16 autocast on CUDA)."""
+    """Best seconds per training step of each variant (ours, timm, eva where `eva_matches`, and each compiled),
+    timed interleaved (synchronised on CUDA); `precision` as train.precision (auto: bf16 autocast on CUDA)."""
     from vtp.train.setup import compile_blocks
 
     device = torch.device(device)
     torch.manual_seed(0)
     x = torch.randn(batch, 3, resolution, resolution, device=device)
     ours = VisionEncoder(spec, patch).to(device)
-    theirs = reference_vit(spec, patch, resolution).to(device)
-    steps = {"ours": train_step(ours, lambda t: _ours_out(ours, t), x, precision),
-             "timm": train_step(theirs, theirs.forward_features, x, precision)}
+    refs = {"timm": reference_vit(spec, patch, resolution).to(device)}
+    if eva_matches(spec):
+        refs["eva"] = reference_eva(spec, patch, resolution).to(device)
+    steps = {"ours": train_step(ours, lambda t: _ours_out(ours, t), x, precision)}
+    steps |= {name: train_step(m, m.forward_features, x, precision) for name, m in refs.items()}
     if compiled:
         ours_c = VisionEncoder(spec, patch).to(device)
-        theirs_c = reference_vit(spec, patch, resolution).to(device)
         ours_c.load_state_dict(ours.state_dict())
-        theirs_c.load_state_dict(theirs.state_dict())
         compile_blocks(ours_c)
         steps["ours compiled"] = train_step(ours_c, lambda t: _ours_out(ours_c, t), x, precision)
-        steps["timm compiled"] = train_step(theirs_c, torch.compile(theirs_c.forward_features), x, precision)
+        for name, m in refs.items():
+            m_c = copy.deepcopy(m)
+            steps[f"{name} compiled"] = train_step(m_c, torch.compile(m_c.forward_features), x, precision)
     for step in steps.values():
         step()  # warm-up (and compilation)
     best = dict.fromkeys(steps, float("inf"))
@@ -102,16 +129,19 @@ def main() -> None:
     ap.add_argument("--no-compile", action="store_true", help="eager only (compilation takes ~10-40 s a shape)")
     args = ap.parse_args()
     print(f"torch {torch.__version__}, timm {timm.__version__}, {torch.get_num_threads()} threads; fwd+bwd+AdamW, "
-          f"interleaved, best of {args.repeats}; ratio = our time / timm's (below 1: we are faster)")
-    head = f"{'shape':22s} {'batch':>5s} {'ours ms':>9s} {'timm ms':>9s} {'ratio':>6s}"
-    print(head + ("" if args.no_compile else f" {'compiled: ours':>15s} {'timm':>9s} {'ratio':>6s}"))
+          f"interleaved, best of {args.repeats}; /vit and /eva = our time / timm's VisionTransformer's and Eva's "
+          f"(below 1: we are faster)")
+    modes = [""] if args.no_compile else ["", " compiled"]
+    heads = {m: f"ours{m} ms" for m in modes}
+    print(f"{'shape':22s} {'batch':>5s}" + "".join(
+        f" {heads[m]:>9s} {'vit ms':>8s} {'eva ms':>8s} {'/vit':>5s} {'/eva':>5s}" for m in modes))
     for name in args.shapes.split(","):
         spec, patch, res, batch = SHAPES[name]
         t = compare(spec, patch, res, batch, args.repeats, not args.no_compile)
-        line = f"{name:22s} {batch:5d} {t['ours'] * 1e3:9.1f} {t['timm'] * 1e3:9.1f} {t['ours'] / t['timm']:6.2f}"
-        if not args.no_compile:
-            line += (f" {t['ours compiled'] * 1e3:15.1f} {t['timm compiled'] * 1e3:9.1f} "
-                     f"{t['ours compiled'] / t['timm compiled']:6.2f}")
+        line = f"{name:22s} {batch:5d}"
+        for m in modes:
+            ours, vit, eva = (t[k + m] * 1e3 for k in ("ours", "timm", "eva"))
+            line += f" {ours:{max(9, len(heads[m]))}.1f} {vit:8.1f} {eva:8.1f} {ours / vit:5.2f} {ours / eva:5.2f}"
         print(line, flush=True)
 
 

@@ -1,8 +1,8 @@
 """Training-speed benchmark. Every figure is a ratio against a reference measured in the same run:
 
 (a) our encoder forward+backward+AdamW vs timm's VisionTransformer of the same width, depth, tokens and MLP FLOPs
-    at this configuration's shape (bench_encoder.compare; bench_encoder.py runs the issue's shapes, eager and
-    compiled);
+    and vs timm's Eva with our blocks, at this configuration's shape (bench_encoder.compare; bench_encoder.py
+    runs the issue's shapes, eager and compiled);
 (b) the full VTP step's achieved FLOP/s vs a large matmul's FLOP/s in this process, in the step's own dtype
     (bf16 autocast on CUDA), and on a GPU with a datasheet peak (A100/H100/H200) or train.peak_tflops, its MFU;
 (c) the three-objective step vs the sum of its parts (CLIP-only, SSL-only and reconstruction-only steps on
@@ -121,7 +121,9 @@ def main() -> None:
                   cfg.train.precision)
     print(f"(a) encoder fwd+bwd+AdamW: ours {enc['ours'] * 1e3:.1f} ms, timm ViT {enc['timm'] * 1e3:.1f} ms -> ratio "
           f"{enc['ours'] / enc['timm']:.2f} (our time / timm's at equal tokens and MLP FLOPs; SwiGLU, RMSNorm and "
-          f"RoPE cost elementwise work that timm's GELU, LayerNorm and learned pos-embed do not)")
+          f"RoPE cost elementwise work that timm's GELU, LayerNorm and learned pos-embed do not)" + (
+              f"; timm Eva with our blocks {enc['eva'] * 1e3:.1f} ms -> ratio {enc['ours'] / enc['eva']:.2f}"
+              if "eva" in enc else ""))
 
     # Every step configuration below is timed interleaved with the others, in this one process.
     steps = {"full": cfg}
