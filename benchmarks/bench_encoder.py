@@ -12,6 +12,7 @@ RoPE, CLS + registers, no position embedding), has our blocks op for op: there t
 implementation alone.
 
     python benchmarks/bench_encoder.py [--shapes w192-d4-p8-32px,...] [--repeats 5] [--no-compile]
+    python benchmarks/bench_encoder.py --device cuda --batch-mult 8   # bf16 autocast; gpu.sh runs it
 """
 from __future__ import annotations
 
@@ -127,8 +128,12 @@ def main() -> None:
     ap.add_argument("--shapes", default=",".join(SHAPES), help=f"comma-separated, of: {', '.join(SHAPES)}")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--no-compile", action="store_true", help="eager only (compilation takes ~10-40 s a shape)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (bf16 autocast there, as train.precision auto)")
+    ap.add_argument("--batch-mult", type=int, default=1, help="multiplies each shape's CPU-sized batch")
     args = ap.parse_args()
-    print(f"torch {torch.__version__}, timm {timm.__version__}, {torch.get_num_threads()} threads; fwd+bwd+AdamW, "
+    where = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else \
+        f"{torch.get_num_threads()} threads"
+    print(f"torch {torch.__version__}, timm {timm.__version__}, {where}; fwd+bwd+AdamW, "
           f"interleaved, best of {args.repeats}; /vit and /eva = our time / timm's VisionTransformer's and Eva's "
           f"(below 1: we are faster)")
     modes = [""] if args.no_compile else ["", " compiled"]
@@ -137,7 +142,8 @@ def main() -> None:
         f" {heads[m]:>9s} {'vit ms':>8s} {'eva ms':>8s} {'/vit':>5s} {'/eva':>5s}" for m in modes))
     for name in args.shapes.split(","):
         spec, patch, res, batch = SHAPES[name]
-        t = compare(spec, patch, res, batch, args.repeats, not args.no_compile)
+        batch *= args.batch_mult
+        t = compare(spec, patch, res, batch, args.repeats, not args.no_compile, device=args.device)
         line = f"{name:22s} {batch:5d}"
         for m in modes:
             ours, vit, eva = (t[k + m] * 1e3 for k in ("ours", "timm", "eva"))

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The GPU check, on one CUDA machine, in under 5 minutes: the CUDA-marked tests, then the tokenizer's VTP step at
-# VTP-B 256 px in bf16 and the DiT-B/1 step, each printing MFU against the device's dense bf16 datasheet peak
-# (vtp.train.accounting) beside the same-process matmul. Record what it prints in the issue it measures.
+# The GPU check, on one CUDA machine, in under 5 minutes: the CUDA-marked tests, our encoder against timm's ViT and
+# Eva (bf16, eager), then the tokenizer's VTP step at VTP-B 256 px in bf16 and the DiT-B/1 step, each printing MFU
+# against the device's dense bf16 datasheet peak (vtp.train.accounting) beside the same-process matmul.
+# Record what it prints in the issue it measures.
 #
 #   bash benchmarks/gpu.sh            # after `make install`; PYTHON=... to use another interpreter
 set -euo pipefail
@@ -15,6 +16,9 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader ||
 
 echo "== CUDA tests"
 timeout 180 "$PY" -m pytest -m cuda -q -p no:cacheprovider tests
+
+echo "== encoder fwd+bwd+AdamW vs timm's ViT and Eva, bf16, eager (the CPU shapes, 8x their batch)"
+timeout 90 "$PY" benchmarks/bench_encoder.py --device cuda --batch-mult 8 --repeats 5 --no-compile
 
 echo "== tokenizer step: VTP-B (vtp-b-d64) at 256 px, bf16 autocast, batch 128 (CLIP:SSL:rec 8:2:1)"
 timeout 240 "$PY" benchmarks/bench_train.py --repeats 3 --set model.size=vtp-b-d64 --set data.resolution=256 \

@@ -51,3 +51,24 @@ def test_a_pretraining_run_uses_bf16_and_reports_utilisation(tmp_path):
         assert m["peak_source"].startswith("datasheet") and 0 < m["mfu"] < 1
     else:
         assert 0 < m["mfu_vs_matmul"]
+
+
+def test_rms_norm_on_cuda_is_torchs_fused_op_with_the_cpu_values():
+    """On CUDA RmsNorm is one autograd node (torch's fused kernels), with the hand-written CPU path's values."""
+    from vtp.models.norm import RmsNorm
+
+    torch.manual_seed(0)
+    norm = RmsNorm(192, eps=1e-5)
+    with torch.no_grad():
+        norm.weight.normal_()
+    x, g = torch.randn(4, 65, 192) * 3, torch.randn(4, 65, 192)
+    outs = []
+    for device in ("cpu", "cuda"):
+        norm.to(device)
+        xi = x.to(device).requires_grad_()
+        y = norm(xi)
+        if device == "cuda":
+            assert {type(f).__name__ for f, _ in y.grad_fn.next_functions if f is not None} == {"AccumulateGrad"}
+        outs.append([t.cpu() for t in (y, *torch.autograd.grad(y, [xi, norm.weight], g.to(device)))])
+    for a, b in zip(*outs):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)

@@ -334,9 +334,11 @@ def test_rope_attention_matches_timms_attention_rope(num_prefix, rotate_half, qk
 @pytest.mark.parametrize("affine", [True, False])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_rms_norm_matches_timms_fp32_rms_norm_in_values_and_gradients(affine, dtype):
+    """Both of our paths, the hand-written one (CPU) and torch's op in fp32 (CUDA; on CPU its composite), against
+    timm's RmsNormFp32."""
     from timm.layers import RmsNormFp32
 
-    from vtp.models.norm import RmsNorm
+    from vtp.models.norm import RmsNorm, fused_rms_norm
 
     torch.manual_seed(0)
     ref, ours = RmsNormFp32(48, eps=1e-5, affine=affine), RmsNorm(48, eps=1e-5, affine=affine)
@@ -346,11 +348,12 @@ def test_rms_norm_matches_timms_fp32_rms_norm_in_values_and_gradients(affine, dt
             ours.weight.copy_(ref.weight)
     x, g = torch.randn(3, 5, 48).to(dtype) * 3, torch.randn(3, 5, 48).to(dtype)
     outs = []
-    for m in (ref, ours):
+    for m, f in ((ref, ref), (ours, ours), (ours, lambda t: fused_rms_norm(t, ours.weight, ours.eps))):
         xi = x.clone().requires_grad_()
-        y = m(xi)
+        y = f(xi)
         assert y.dtype == dtype
         outs.append((y, *torch.autograd.grad(y, [xi, *m.parameters()], g)))
     tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-2)
-    for a, b in zip(*outs):
-        torch.testing.assert_close(b, a, **tol)
+    for other in outs[1:]:
+        for a, b in zip(outs[0], other):
+            torch.testing.assert_close(b, a, **tol)

@@ -3,11 +3,14 @@
 Why not timm's: its `rms_norm` is composed of pow, mean, rsqrt and two multiplies, and autograd differentiates
 each one, so an RMSNorm's fwd+bwd cost ~3x a fused nn.LayerNorm on CPU. The closed-form backward,
 dx = rstd * (g*w - x_hat * mean(g*w * x_hat)), takes half the time (benchmarks/bench_encoder.py; issue 15).
-Under torch.compile it is timm's forward, which Inductor fuses into one kernel each way.
+Under torch.compile it is timm's forward, which Inductor fuses into one kernel each way. On CUDA it is torch's
+own `F.rms_norm` on fp32 inputs, which has fused kernels both ways there (and none for the backward on CPU):
+one kernel each way where the hand-written function launches several.
 """
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from timm.layers import RmsNormFp32
 
 
@@ -31,6 +34,12 @@ class _RmsNormFp32(torch.autograd.Function):
         return grad_x.to(x.dtype), grad_w, None
 
 
+def fused_rms_norm(x: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.Tensor:
+    """RMSNorm over the last dim by torch's op, in fp32, returned in x's dtype: `_RmsNormFp32`'s values."""
+    w = None if weight is None else weight.float()
+    return F.rms_norm(x.float(), x.shape[-1:], w, eps).to(x.dtype)
+
+
 class RmsNorm(RmsNormFp32):
     """RMSNorm over the last dim, computed in fp32 and returned in the input's dtype (DINOv3/VTP)."""
 
@@ -42,4 +51,6 @@ class RmsNorm(RmsNormFp32):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.compiler.is_compiling():
             return super().forward(x)
+        if x.is_cuda:
+            return fused_rms_norm(x, self.weight, self.eps)
         return _RmsNormFp32.apply(x, self.weight, self.eps)
