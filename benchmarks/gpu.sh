@@ -21,9 +21,8 @@ echo "== encoder fwd+bwd+AdamW vs timm's ViT and Eva, bf16, eager (the CPU shape
 timeout 90 "$PY" benchmarks/bench_encoder.py --device cuda --batch-mult 8 --repeats 5 --no-compile
 
 echo "== tokenizer step: VTP-B (vtp-b-d64) at 256 px, bf16 autocast, batch 128 (CLIP:SSL:rec 8:2:1)"
-timeout 240 "$PY" benchmarks/bench_train.py --repeats 3 --set model.size=vtp-b-d64 --set data.resolution=256 \
-  --set aug.global_crop_size=224 --set aug.local_crop_size=96 --set aug.local_crops=8 \
-  --set train.batch_size=128 --set train.precision=bf16 --set loss.lpips_net=alex --no-compile
+timeout 240 "$PY" benchmarks/bench_train.py --repeats 3 --shape vtp-b-256 --set train.batch_size=128 \
+  --set train.precision=bf16 --set loss.lpips_net=alex --no-compile
 
 echo "== DiT-B/1 step and sampling, bf16"
 timeout 120 "$PY" benchmarks/bench_dit.py --device cuda --dtype bf16 --repeats 3
